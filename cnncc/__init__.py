@@ -1,0 +1,25 @@
+"""cnncc: a compiler for convolutional neural networks.
+
+A network written in the DSL (``cnncc.frontend``) becomes a typed graph (``cnncc.ir``) of ops (``cnncc.ops``);
+passes rewrite it (``cnncc.passes``), a backend compiles it (``cnncc.codegen``) and the runtime runs it
+(``cnncc.runtime``). The numpy reference interpreter (``cnncc.runtime.interpret``) is the oracle for every backend.
+"""
+
+from __future__ import annotations
+
+import cnncc.ops  # noqa: F401  (registers every op)
+from cnncc.errors import (
+    CnnccError,
+    OpAttributeError,
+    GraphError,
+    InputError,
+    ModelError,
+    ShapeError,
+    WeightsError,
+)
+from cnncc.ir import DType, Graph, GraphBuilder, Layout, TensorType
+
+__version__ = "0.1.0"
+
+__all__ = ["CnnccError", "DType", "Graph", "GraphBuilder", "GraphError", "InputError", "Layout", "ModelError", "OpAttributeError",
+           "ShapeError", "TensorType", "WeightsError", "__version__"]

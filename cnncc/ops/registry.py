@@ -1,0 +1,119 @@
+"""The op registry: every op is one :class:`OpDef`, defined and registered in its own module under cnncc/ops/.
+
+An :class:`OpDef` holds everything about an op: its attribute type, its shape/dtype rule, a slow and obviously
+correct numpy reference (float32 and float64), MAC/FLOP counts, the slot for its vector-Jacobian product (filled by
+the training issue) and the algorithms that can lower it (filled by the backends).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnncc.errors import CnnccError, GraphError, ShapeError
+from cnncc.ir.types import TensorType
+
+
+@dataclass(frozen=True)
+class NoAttrs:
+    """Attributes of an op that has none."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """The layer and op a shape rule is checking, so its errors can name them."""
+
+    layer: str
+    op: str
+
+    def fail(self, rule: str, detail: str) -> ShapeError:
+        """Build the error to ``raise``: ``raise where.fail("rule", "values")``."""
+        return ShapeError(self.layer, self.op, rule, detail)
+
+
+InferFn = Callable[[Sequence[TensorType], Any, Where], Sequence[TensorType]]
+ReferenceFn = Callable[[Sequence[np.ndarray], Any], "np.ndarray | tuple[np.ndarray, ...]"]
+CountFn = Callable[[Sequence[TensorType], Sequence[TensorType], Any], int]
+
+
+def _zero(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Any) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything cnncc knows about one op.
+
+    ``inputs`` names the operands in order; the last ``optional`` of them may be left out (a conv without bias).
+    ``infer`` raises :class:`ShapeError` through ``where.fail``; ``reference`` computes in the dtype of its inputs.
+    ``macs`` counts multiply-accumulates (the seeds' "FLOPs" for ResNet-50 are MACs); ``flops`` counts every
+    arithmetic operation (2 per MAC, 1 per elementwise op, ...).
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    infer: InferFn
+    reference: ReferenceFn
+    attrs: type = NoAttrs
+    optional: int = 0
+    macs: CountFn = _zero
+    flops: CountFn = _zero
+    vjp: Callable[..., Any] | None = None
+    algorithms: tuple[str, ...] = ("reference",)
+    doc: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def default_attrs(self) -> Any:
+        try:
+            return self.attrs()
+        except TypeError as e:
+            raise CnnccError(f"op '{self.name}' needs attributes ({self.attrs.__name__})") from e
+
+    def check_arity(self, n: int, where: Where) -> None:
+        lo, hi = len(self.inputs) - self.optional, len(self.inputs)
+        if not lo <= n <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            raise where.fail("operand count", f"expected {want} operands ({', '.join(self.inputs)}), got {n}")
+
+    def infer_types(self, types: Sequence[TensorType], attrs: Any, layer: str) -> tuple[TensorType, ...]:
+        where = Where(layer, self.name)
+        if not isinstance(attrs, self.attrs):
+            raise GraphError(f"layer '{layer}' ({self.name}): attributes must be {self.attrs.__name__}, "
+                             f"got {type(attrs).__name__}")
+        self.check_arity(len(types), where)
+        return tuple(self.infer(types, attrs, where))
+
+    def run_reference(self, arrays: Sequence[np.ndarray], attrs: Any) -> tuple[np.ndarray, ...]:
+        out = self.reference(arrays, attrs)
+        return out if isinstance(out, tuple) else (out,)
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    """Register ``op`` under its name; an op module calls this once at import."""
+    if op.name in _REGISTRY:
+        raise CnnccError(f"op '{op.name}' is registered twice")
+    if not dataclasses.is_dataclass(op.attrs) or not op.attrs.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise CnnccError(f"op '{op.name}': attributes must be a frozen dataclass")
+    _REGISTRY[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    if name not in _REGISTRY:
+        import difflib
+
+        near = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise CnnccError(f"unknown op '{name}'{hint}")
+    return _REGISTRY[name]
+
+
+def all_ops() -> dict[str, OpDef]:
+    return dict(_REGISTRY)

@@ -1,0 +1,60 @@
+"""Helpers shared by the tests (kept in the package so tests/ needs no __init__.py and no sys.path tricks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cnncc.ir import DType, Graph, GraphBuilder
+
+
+def single_op_graph(op: str, arrays: Sequence[np.ndarray], attrs: Any = None, layer: str = "layer",
+                    param_operands: Sequence[int] = ()) -> tuple[Graph, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A graph holding one ``op`` node; operands listed in ``param_operands`` become parameters."""
+    b = GraphBuilder(f"single_{op}")
+    values, inputs, params = [], {}, {}
+    for i, a in enumerate(arrays):
+        a = np.asarray(a)
+        dt = DType.INT64 if np.issubdtype(a.dtype, np.integer) else DType.of(a.dtype)
+        if i in param_operands:
+            values.append(b.param(f"p{i}", a.shape, dt))
+            params[f"p{i}"] = a
+        else:
+            values.append(b.input(f"x{i}", a.shape, dt))
+            inputs[f"x{i}"] = a
+    outs = b.apply_multi(op, values, attrs, layer=layer)
+    for k, o in enumerate(outs):
+        b.output(o, f"y{k}")
+    return b.build(), inputs, params
+
+
+def run_op(op: str, arrays: Sequence[np.ndarray], attrs: Any = None, dtype: str = "float32") -> np.ndarray:
+    """Run one op through the graph builder (so its shape rule runs) and the reference interpreter."""
+    from cnncc.runtime import interpret
+
+    g, inputs, params = single_op_graph(op, arrays, attrs)
+    outs = interpret(g, inputs, params, dtype=dtype)
+    out = outs["y0"]
+    if tuple(out.shape) != g.outputs[0].shape:
+        raise AssertionError(f"{op}: reference shape {out.shape} differs from inferred {g.outputs[0].shape}")
+    return out
+
+
+def rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    """Max absolute error divided by the max magnitude of ``want`` (the 'output scale')."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"shape {got.shape} != {want.shape}")
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-30)
+    return float(np.max(np.abs(got - want))) / scale if want.size else 0.0
+
+
+# Named tolerances (relative to the output scale) for float32 references vs PyTorch float32.
+# Both sides round every product to float32 but sum in different orders; for a dot product of length n the
+# reordering error grows like sqrt(n)·2^-24 per term, so 1e-5 covers layers up to ~10^5-long reductions.
+TOL_F32_ELEMENTWISE = 1e-6
+TOL_F32_REDUCTION = 1e-5
+TOL_F32_MODEL = 1e-4
+TOL_F64 = 1e-12
