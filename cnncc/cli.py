@@ -1,0 +1,137 @@
+"""The ``cnncc`` command line: inspect and run models.
+
+    cnncc zoo                       list the built-in models
+    cnncc show resnet18             summary table (layers, shapes, parameters, MACs) and the IR
+    cnncc run lenet5 --batch 4      run on seeded random input (or --input x.npy) with the reference interpreter
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from cnncc.errors import CnnccError, InputError
+
+MODEL_HELP = "a zoo name (see `cnncc zoo`) or path/to/file.py defining model() -> cnncc Model"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cnncc", description="cnncc: a compiler for convolutional neural networks. Describe a network in the "
+        "Python DSL (or pick one from the zoo), inspect its typed graph, and run it.",
+        epilog="Examples: `cnncc show lenet5`, `cnncc run resnet18 --batch 2`, `cnncc run my_net.py --input x.npy`.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("zoo", help="list the built-in models with their parameter counts",
+                   description="List the model zoo (the seeds' architectures).")
+    show = sub.add_parser("show", help="print a model's summary table and its graph IR",
+                          description="Print the layer table (output shapes, parameters, MACs) and the typed IR.")
+    show.add_argument("model", help=MODEL_HELP)
+    show.add_argument("--batch", type=int, default=1, help="batch size of the printed graph (default 1)")
+    show.add_argument("--no-ir", action="store_true", help="print only the summary table")
+    run = sub.add_parser("run", help="run a model and print its outputs",
+                         description="Run a model on an input (.npy) or on seeded random data, with the numpy "
+                                     "reference interpreter (the oracle every compiled backend is tested against).")
+    run.add_argument("model", help=MODEL_HELP)
+    run.add_argument("--input", metavar="FILE.npy", help="input array; its first axis is the batch "
+                                                         "(a single sample without batch axis is accepted)")
+    run.add_argument("--batch", type=int, default=1, help="batch size of the random input (default 1)")
+    run.add_argument("--weights", metavar="FILE.npz", help="load weights saved with model.save_weights()")
+    run.add_argument("--seed", type=int, default=0, help="seed for weights and random input (default 0)")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute precision")
+    run.add_argument("--interpret", action="store_true",
+                     help="use the reference interpreter (the only engine until the CPU backend lands)")
+    run.add_argument("-o", "--output", metavar="FILE.npy", help="save the output array")
+    return p
+
+
+def cmd_zoo() -> int:
+    from cnncc.frontend.models import ZOO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="cnncc model zoo")
+    for col in ("name", "input", "parameters", "MACs (batch 1)"):
+        table.add_column(col, justify="right" if col != "name" else "left")
+    for name, factory in ZOO.items():
+        m = factory()
+        table.add_row(name, str(m.graph().inputs[0].shape[1:]), f"{m.num_params():,}", f"{m.macs():,}")
+    Console(width=100).print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from cnncc.loader import load_model
+
+    model = load_model(args.model)
+    model.summary(batch=args.batch)
+    if not args.no_ir:
+        print()
+        print(model.graph(args.batch).text())
+    return 0
+
+
+def _input_array(args: argparse.Namespace, model: object) -> np.ndarray:
+    graph = model.graph(1)  # type: ignore[attr-defined]
+    sample = graph.inputs[0].shape[1:]
+    if args.input is None:
+        rng = np.random.default_rng(args.seed)
+        return rng.standard_normal((args.batch, *sample)).astype(np.float32)
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read input file '{args.input}': {e}") from e
+    if x.shape == sample:
+        x = x[None]
+    if x.shape[1:] != sample:
+        raise InputError(f"input file '{args.input}' holds shape {x.shape}; model '{graph.name}' expects "
+                         f"(batch, {', '.join(map(str, sample))})")
+    return x
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from cnncc.loader import load_model
+
+    model = load_model(args.model, seed=args.seed)
+    if args.weights:
+        model.load_weights(args.weights)
+    x = _input_array(args, model)
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"input holds {int(np.size(x) - np.isfinite(x).sum())} NaN/Inf values")
+    t0 = time.perf_counter()
+    y = model(x, dtype=args.dtype)
+    dt = time.perf_counter() - t0
+    outs = y if isinstance(y, dict) else {"output": y}
+    print(f"{model.name}: input {x.shape} -> " + ", ".join(f"{k} {v.shape}" for k, v in outs.items())
+          + f" in {dt * 1e3:.1f} ms (reference interpreter, {args.dtype})")
+    for name, out in outs.items():
+        if out.ndim == 2 and out.shape[1] > 1:
+            top = np.argsort(-out, axis=1)[:, :5]
+            for i in range(min(out.shape[0], 8)):
+                print(f"  {name}[{i}] top classes: " + ", ".join(f"{c} ({out[i, c]:.4g})" for c in top[i]))
+        else:
+            print(f"  {name}: min {out.min():.4g} max {out.max():.4g} mean {out.mean():.4g}")
+    if args.output:
+        np.save(args.output, next(iter(outs.values())))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "zoo":
+            return cmd_zoo()
+        if args.command == "show":
+            return cmd_show(args)
+        return cmd_run(args)
+    except CnnccError as e:
+        print(f"cnncc: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
