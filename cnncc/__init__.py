@@ -10,10 +10,10 @@ from __future__ import annotations
 import cnncc.ops  # noqa: F401  (registers every op)
 from cnncc.errors import (
     CnnccError,
-    OpAttributeError,
     GraphError,
     InputError,
     ModelError,
+    OpAttributeError,
     ShapeError,
     WeightsError,
 )
@@ -21,5 +21,12 @@ from cnncc.ir import DType, Graph, GraphBuilder, Layout, TensorType
 
 __version__ = "0.1.0"
 
-__all__ = ["CnnccError", "DType", "Graph", "GraphBuilder", "GraphError", "InputError", "Layout", "ModelError", "OpAttributeError",
-           "ShapeError", "TensorType", "WeightsError", "__version__"]
+__all__ = ["CnnccError", "DType", "Graph", "GraphBuilder", "GraphError", "InputError", "Layout", "ModelError",
+           "OpAttributeError", "ShapeError", "TensorType", "WeightsError", "__version__", "interpret"]
+
+
+def interpret(graph: Graph, inputs: dict, params: dict | None = None, dtype: str = "float32") -> dict:
+    """Run ``graph`` with the numpy reference interpreter (see :func:`cnncc.runtime.interpret`)."""
+    from cnncc.runtime import interpret as run
+
+    return run(graph, inputs, params, dtype)

@@ -49,10 +49,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_zoo() -> int:
-    from cnncc.frontend.models import ZOO
-
     from rich.console import Console
     from rich.table import Table
+
+    from cnncc.frontend.models import ZOO
 
     table = Table(title="cnncc model zoo")
     for col in ("name", "input", "parameters", "MACs (batch 1)"):

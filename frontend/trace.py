@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cnncc.errors import GraphError, WeightsError
-from cnncc.ir import DType, GraphBuilder, Layout, Value
 from cnncc.frontend.init import InitFn, fans, get_initializer, rng_for
+from cnncc.ir import DType, GraphBuilder, Layout, Value
 
 if TYPE_CHECKING:
     from cnncc.frontend.layers import Layer
@@ -126,7 +126,8 @@ class Emission:
     def _emit(self, t: SymbolicTensor) -> Value:
         if t.spec is not None:
             return self._emit_input(t.spec)
-        assert t.layer is not None  # internal invariant: a non-input tensor has a layer
+        if t.layer is None:
+            raise GraphError("internal: a symbolic tensor has neither an input spec nor a layer")
         ins = [self.value(i) for i in t.inputs]
         return t.layer.emit(LayerContext(self, t.layer), ins)
 

@@ -32,6 +32,9 @@ def check_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> None:
             raise InputError(f"graph '{graph.name}': input '{v.name}' has shape {a.shape}, expected {v.shape}")
         if v.dtype.is_float and not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
             raise InputError(f"graph '{graph.name}': input '{v.name}' has dtype {a.dtype}, expected a float array")
+        if not v.dtype.is_float and not np.issubdtype(a.dtype, np.integer):
+            raise InputError(f"graph '{graph.name}': input '{v.name}' has dtype {a.dtype}, expected integer class "
+                             "labels (int64)")
 
 
 def check_params(graph: Graph, params: Mapping[str, np.ndarray]) -> None:
@@ -66,4 +69,4 @@ def interpret(graph: Graph, inputs: Mapping[str, np.ndarray], params: Mapping[st
         outs = get_op(n.op).run_reference([env[v] for v in n.inputs], n.attrs)
         for o, a in zip(n.outputs, outs, strict=True):
             env[o] = a
-    return {name: env[v] for name, v in zip(graph.output_names, graph.outputs)}
+    return {name: env[v] for name, v in zip(graph.output_names, graph.outputs, strict=True)}

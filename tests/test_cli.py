@@ -58,7 +58,8 @@ def test_errors_are_clear_and_exit_2(argv: list[str], message: str, capsys: pyte
 def test_model_file_without_model_function(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty.py").write_text("x = 1\n")
     assert main(["show", str(tmp_path / "empty.py")]) == 2
-    assert capsys.readouterr().err.strip() == f"cnncc: error: model file '{tmp_path / 'empty.py'}' has no model() function"
+    want = f"cnncc: error: model file '{tmp_path / 'empty.py'}' has no model() function"
+    assert capsys.readouterr().err.strip() == want
 
 
 def test_wrong_input_shape_and_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -51,7 +51,7 @@ def print_graph(g: Graph) -> str:
         args = ", ".join(names.get(v, "<undefined>") for v in n.inputs)
         types = ", ".join(str(o.type) for o in n.outputs)
         lines.append(f"  {lhs} = {n.op}{format_attrs(n.attrs)}({args}) : {types}  # {n.layer}")
-    outs = ", ".join(f"{name}={names.get(v, '<undefined>')}" for name, v in zip(g.output_names, g.outputs))
+    outs = ", ".join(f"{name}={names.get(v, '<undefined>')}" for name, v in zip(g.output_names, g.outputs, strict=True))
     lines.append(f"  return {outs}")
     lines.append("}")
     return "\n".join(lines)

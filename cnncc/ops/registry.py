@@ -49,6 +49,7 @@ class OpDef:
     """Everything cnncc knows about one op.
 
     ``inputs`` names the operands in order; the last ``optional`` of them may be left out (a conv without bias).
+    A ``variadic`` op (concat) takes one or more operands; its ``inputs`` then only name the first ones.
     ``infer`` raises :class:`ShapeError` through ``where.fail``; ``reference`` computes in the dtype of its inputs.
     ``macs`` counts multiply-accumulates (the seeds' "FLOPs" for ResNet-50 are MACs); ``flops`` counts every
     arithmetic operation (2 per MAC, 1 per elementwise op, ...).
@@ -60,6 +61,7 @@ class OpDef:
     reference: ReferenceFn
     attrs: type = NoAttrs
     optional: int = 0
+    variadic: bool = False
     macs: CountFn = _zero
     flops: CountFn = _zero
     vjp: Callable[..., Any] | None = None
@@ -74,6 +76,11 @@ class OpDef:
             raise CnnccError(f"op '{self.name}' needs attributes ({self.attrs.__name__})") from e
 
     def check_arity(self, n: int, where: Where) -> None:
+        if self.variadic:
+            if n < 1:
+                names = ", ".join(self.inputs)
+                raise where.fail("operand count", f"expected at least 1 operand ({names}, ...), got {n}")
+            return
         lo, hi = len(self.inputs) - self.optional, len(self.inputs)
         if not lo <= n <= hi:
             want = f"{lo}" if lo == hi else f"{lo} to {hi}"

@@ -1,0 +1,76 @@
+"""avg_pool2d: the mean of each (strided) kernel window of an NCHW image, per channel ("mean pooling").
+
+Seed 001 L1281-1289: "Alternative to Max pooling: Mean Pooling", 2x2 stride 2 on
+``[[1,1,2,4],[5,6,7,8],[3,2,1,0],[1,2,3,4]]`` -> ``[[3.25, 5.25], [2, 2]]`` (TV-34 of the seeds digest); the seeds
+say nothing about padding, so the divisor follows PyTorch exactly:
+
+* ``count_include_pad=True`` (PyTorch's default): the window's size clipped to the padded extent -- for a window
+  starting at row ``h0`` (in input coordinates, ``h0 >= -top``), ``h1 = min(h0 + kh, H + bottom)``, likewise for
+  columns, divisor ``(h1 - h0) * (w1 - w0)``. Zero padding cells count; the cells a ``ceil_mode`` window reaches past
+  the bottom/right padding do not.
+* ``count_include_pad=False``: the number of input cells in the window (Keras 'same' average pooling).
+
+The reference computes the divisor exactly that way: it sums the same windows over a 0/1 mask of the counted cells.
+Each pad is at most half the kernel, so every divisor is at least 1.
+
+FLOPs: ``kh*kw - 1`` additions and one division per output element; MACs: 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnncc.ir.types import TensorType, image_type
+from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.window import check_flag, output_size, pad_to_windows, pool_output, windows
+
+_NO_DILATION = (1, 1)
+
+
+@dataclass(frozen=True)
+class AvgPool2dAttrs:
+    """Attributes of ``avg_pool2d``; ``padding`` is explicit ``(top, bottom, left, right)``."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+
+def _infer(types: Sequence[TensorType], a: AvgPool2dAttrs, where: Where) -> Sequence[TensorType]:
+    x = types[0]
+    oh, ow = pool_output(x, a.kernel, a.stride, a.padding, _NO_DILATION, a.ceil_mode, where)
+    check_flag("count_include_pad", a.count_include_pad, where)
+    return (image_type((x.shape[0], x.shape[1], oh, ow), x.dtype),)
+
+
+def _window_sums(x: np.ndarray, padding: tuple[int, int, int, int], a: AvgPool2dAttrs,
+                 out_hw: tuple[int, int]) -> np.ndarray:
+    """Sum of every window of ``x`` zero-padded by ``padding`` (and past the end for ceil-mode windows)."""
+    xp = pad_to_windows(x, padding, a.kernel, a.stride, _NO_DILATION, out_hw, 0.0)
+    return windows(xp, a.kernel, a.stride, _NO_DILATION, out_hw).sum(axis=(4, 5))
+
+
+def _reference(arrays: Sequence[np.ndarray], a: AvgPool2dAttrs) -> np.ndarray:
+    x = arrays[0]
+    t, b, l, r = a.padding
+    out_hw = (output_size(x.shape[2], a.kernel[0], a.stride[0], t, b, 1, a.ceil_mode),
+              output_size(x.shape[3], a.kernel[1], a.stride[1], l, r, 1, a.ceil_mode))
+    counted = np.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    if a.count_include_pad:  # the padding cells count: make them part of the mask, pad nothing more
+        counted = np.pad(counted, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=1)
+    mask_padding = (0, 0, 0, 0) if a.count_include_pad else a.padding
+    divisor = _window_sums(counted, mask_padding, a, out_hw)
+    return (_window_sums(x, a.padding, a, out_hw) / divisor).astype(x.dtype, copy=False)
+
+
+def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: AvgPool2dAttrs) -> int:
+    return outs[0].size * a.kernel[0] * a.kernel[1]
+
+
+OP = register(OpDef(name="avg_pool2d", inputs=("x",), infer=_infer, reference=_reference, attrs=AvgPool2dAttrs,
+                    flops=_flops, doc=__doc__ or ""))

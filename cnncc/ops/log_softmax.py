@@ -1,0 +1,37 @@
+"""log_softmax: ``x_k - log Σ_j e^{x_j}`` along ``axis``, PyTorch's ``LogSoftmax(dim=1)`` (seed 003 L31, L62).
+
+Computed as ``(x - max) - log Σ e^(x - max)``: stable for any input, and exact where softmax underflows
+(``log_softmax([1000, -1000]) = [0, -2000]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnncc.ir.types import TensorType
+from cnncc.ops.registry import OpDef, register
+from cnncc.ops.softmax import infer_softmax, shifted_exp
+
+
+@dataclass(frozen=True)
+class LogSoftmaxAttrs:
+    """``axis``: the axis normalised over (negative counts from the end); 1 is the class axis of (N, C)."""
+
+    axis: int = 1
+
+
+def _reference(arrays: Sequence[np.ndarray], a: LogSoftmaxAttrs) -> np.ndarray:
+    x = arrays[0]
+    shifted, _, total = shifted_exp(x, a.axis)
+    return np.asarray(shifted - np.log(total), dtype=x.dtype)
+
+
+def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: LogSoftmaxAttrs) -> int:
+    return 4 * outs[0].size  # max, subtract + exp, sum, subtract (one log per row is not counted)
+
+
+OP = register(OpDef(name="log_softmax", inputs=("x",), infer=infer_softmax, reference=_reference,
+                    attrs=LogSoftmaxAttrs, flops=_flops, doc=__doc__ or ""))
