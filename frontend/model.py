@@ -120,7 +120,7 @@ class Model:
         """Replace every parameter; all names and shapes are checked before anything changes."""
         check_against(self.expected_shapes(), arrays, source, self.name)
         for k in self.expected_shapes():
-            self.tracer.store[k] = np.ascontiguousarray(arrays[k], dtype=np.float32)
+            self.tracer.store[k] = np.array(arrays[k], dtype=np.float32, order="C", copy=True)
 
     def save_weights(self, path: str | os.PathLike[str]) -> None:
         save_npz(path, self.params)

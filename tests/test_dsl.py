@@ -200,3 +200,21 @@ def test_pickled_weights_are_refused(tmp_path: Path) -> None:
         z.write(tmp_path / "obj.npy", "conv.weight.npy")
     with pytest.raises(WeightsError, match="cannot be read as .npz"):
         tiny().load_weights(tmp_path / "w.npz")
+
+
+def test_loaded_weights_are_copies() -> None:
+    """A model must not alias its caller's arrays (or a PyTorch model's tensors) after loading them."""
+    import torch
+
+    m = nn.Sequential([nn.Linear(3, name="fc")], input_shape=(4,))
+    twin = torch.nn.Sequential()
+    twin.add_module("fc", torch.nn.Linear(4, 3))
+    m.load_state_dict(twin.state_dict())
+    before = m.params["fc.weight"].copy()
+    with torch.no_grad():
+        twin.fc.weight.add_(1.0)
+    np.testing.assert_array_equal(m.params["fc.weight"], before)
+    arrays = {"fc.weight": np.zeros((3, 4), np.float32), "fc.bias": np.zeros(3, np.float32)}
+    m.set_weights(arrays)
+    arrays["fc.bias"][0] = 7
+    assert m.params["fc.bias"][0] == 0
