@@ -26,6 +26,7 @@ from cnncc.testing import TOL_F32_ELEMENTWISE, TOL_F32_REDUCTION, TOL_F64, rel_e
 Case = tuple[str, Any, Callable[[torch.Tensor], torch.Tensor]]
 
 CASES: list[Case] = [
+    ("relu", None, F.relu),
     ("relu6", None, F.relu6),
     ("sigmoid", None, torch.sigmoid),
     ("tanh", None, torch.tanh),
