@@ -17,12 +17,13 @@ from cnncc.errors import (
     ShapeError,
     WeightsError,
 )
+from cnncc.api import compile  # noqa: A004
 from cnncc.ir import DType, Graph, GraphBuilder, Layout, TensorType
 
 __version__ = "0.1.0"
 
 __all__ = ["CnnccError", "DType", "Graph", "GraphBuilder", "GraphError", "InputError", "Layout", "ModelError",
-           "OpAttributeError", "ShapeError", "TensorType", "WeightsError", "__version__", "interpret"]
+           "OpAttributeError", "ShapeError", "TensorType", "WeightsError", "__version__", "compile", "interpret"]
 
 
 def interpret(graph: Graph, inputs: dict, params: dict | None = None, dtype: str = "float32") -> dict:

@@ -1,0 +1,77 @@
+"""The program level of the IR: below the graph, buffers are explicit and work is an ordered list of kernel calls.
+
+A backend lowers a graph to a :class:`Program`; memory planning gives every arena buffer a byte offset; the code
+generator turns each call into a kernel function. Sizes are for the compiled (maximum) batch.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Space(enum.Enum):
+    """Where a buffer lives at run time."""
+
+    ARENA = "arena"  # one aligned block per call, planned by liveness
+    WEIGHTS = "weights"  # the bound weights blob (packed at compile time)
+    INPUT = "input"  # a caller's input array
+    OUTPUT = "output"  # a caller's output array
+
+
+@dataclass(eq=False)
+class Buffer:
+    """A region of memory; ``offset`` (bytes) is set by planning (arena) or packing (weights)."""
+
+    name: str
+    nbytes: int
+    space: Space
+    index: int = 0
+    offset: int = -1
+
+    def __repr__(self) -> str:
+        where = f"+{self.offset}" if self.offset >= 0 else f"#{self.index}"
+        return f"Buffer({self.name}: {self.nbytes} B {self.space.value}{where})"
+
+
+@dataclass(frozen=True, eq=False)
+class KernelCall:
+    """One kernel invocation: the template's name, its parameters (geometry and schedule), and its buffers."""
+
+    kernel: str
+    params: Any
+    reads: tuple[Buffer, ...]
+    writes: tuple[Buffer, ...]
+    layer: str
+    parallel: bool = True
+    macs: int = 0
+
+
+@dataclass
+class Program:
+    name: str
+    batch: int
+    calls: list[KernelCall] = field(default_factory=list)
+    inputs: list[Buffer] = field(default_factory=list)
+    outputs: list[Buffer] = field(default_factory=list)
+    weights: bytes = b""
+    arena_bytes: int = 0
+
+    def arena_buffers(self) -> list[Buffer]:
+        seen: dict[int, Buffer] = {}
+        for c in self.calls:
+            for buf in (*c.reads, *c.writes):
+                if buf.space is Space.ARENA:
+                    seen.setdefault(id(buf), buf)
+        return list(seen.values())
+
+    def live_ranges(self) -> dict[Buffer, tuple[int, int]]:
+        """First and last call index touching each arena buffer."""
+        ranges: dict[Buffer, tuple[int, int]] = {}
+        for i, c in enumerate(self.calls):
+            for buf in (*c.reads, *c.writes):
+                if buf.space is Space.ARENA:
+                    lo, _ = ranges.get(buf, (i, i))
+                    ranges[buf] = (lo, i)
+        return ranges

@@ -1,0 +1,3 @@
+"""CPU kernel templates and their lowerings; importing this package registers them."""
+
+from cnncc.codegen.kernels import conv, eltwise, pool, relayout, rowwise  # noqa: F401

@@ -1,0 +1,72 @@
+"""Activation functions as vector IR, shared by the elementwise kernel and the fused epilogues."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from cnncc.codegen.emit import Emitter
+
+
+@dataclass(frozen=True)
+class Act:
+    """An activation with its constants: ``kind`` is an op name (relu, relu6, leaky_relu, elu, sigmoid, tanh,
+    softplus, hardtanh) or ``none``."""
+
+    kind: str = "none"
+    a: float = 0.0
+    b: float = 0.0
+
+
+def act_from_node(op: str, attrs: object) -> Act:
+    if op == "leaky_relu":
+        return Act(op, attrs.negative_slope)  # type: ignore[attr-defined]
+    if op == "elu":
+        return Act(op, attrs.alpha)  # type: ignore[attr-defined]
+    if op == "softplus":
+        return Act(op, attrs.beta, attrs.threshold)  # type: ignore[attr-defined]
+    if op == "hardtanh":
+        return Act(op, attrs.min_val, attrs.max_val)  # type: ignore[attr-defined]
+    return Act(op)
+
+
+ACTIVATION_OPS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "hardtanh")
+
+
+def _clamp(em: Emitter, v: ir.Value, lo: float, hi: float) -> ir.Value:
+    """min(max(v, lo), hi) with NaN propagating (x < lo is false for NaN, so NaN passes through)."""
+    b = em.b
+    v = b.select(b.fcmp_ordered("<", v, em.vconst(lo)), em.vconst(lo), v)
+    return b.select(b.fcmp_ordered(">", v, em.vconst(hi)), em.vconst(hi), v)
+
+
+def apply_act(em: Emitter, v: ir.Value, act: Act) -> ir.Value:
+    """``act`` applied to vector ``v`` with the reference's semantics (NaN propagates like numpy)."""
+    b, k = em.b, act.kind
+    if k == "none":
+        return v
+    zero = em.vconst(0.0)
+    if k == "relu":
+        return b.select(b.fcmp_ordered("<", v, zero), zero, v)
+    if k == "relu6":
+        return _clamp(em, v, 0.0, 6.0)
+    if k == "hardtanh":
+        return _clamp(em, v, act.a, act.b)
+    if k == "leaky_relu":
+        return b.select(b.fcmp_ordered("<", v, zero), b.fmul(v, em.vconst(act.a)), v)
+    if k == "elu":
+        em1 = b.fsub(em.vcall("exp", v), em.vconst(1.0))
+        return b.select(b.fcmp_ordered("<", v, zero), b.fmul(em1, em.vconst(act.a)), v)
+    if k == "sigmoid":  # 1 / (1 + exp(-x)): exp overflow gives inf -> 0, the correct limit
+        return b.fdiv(em.vconst(1.0), b.fadd(em.vconst(1.0), em.vcall("exp", b.fneg(v))))
+    if k == "tanh":  # 1 - 2/(exp(2x)+1): exact limits at +-inf
+        e2 = em.vcall("exp", b.fmul(v, em.vconst(2.0)))
+        return b.fsub(em.vconst(1.0), b.fdiv(em.vconst(2.0), b.fadd(e2, em.vconst(1.0))))
+    if k == "softplus":  # x if beta*x > threshold else log1p(exp(beta*x))/beta, stably: max(z,0)+log1p(exp(-|z|))
+        z = b.fmul(v, em.vconst(act.a))
+        absz = em.vcall("fabs", z)
+        soft = b.fadd(b.select(b.fcmp_ordered(">", z, zero), z, zero),
+                      em.vcall("log", b.fadd(em.vconst(1.0), em.vcall("exp", b.fneg(absz)))))
+        return b.select(b.fcmp_ordered(">", z, em.vconst(act.b)), v, b.fdiv(soft, em.vconst(act.a)))
+    raise ValueError(f"unknown activation {k}")

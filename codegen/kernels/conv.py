@@ -1,0 +1,402 @@
+"""Direct convolution on channel-blocked layouts, with its register-tile schedule; also ``linear`` (a 1x1
+convolution whose pixels are the batch rows) and depthwise convolution.
+
+Register tile (PERFORMANCE.md, measured on this CPU): ``ur_w`` output pixels x ``ocb`` blocks of W output channels
+held as vector accumulators (phi values). Loops, outermost first: work item (image, output-channel group, output row)
+split over threads -> pixel tile -> input-channel block -> kh -> kw -> input channels; only the innermost channels
+are straight-line: load the ``ocb`` weight vectors, then for each pixel one broadcast and ``ocb`` FMAs. kw is never
+unrolled (LLVM then merges broadcasts across kw and spills). The epilogue (bias, activation) works on the
+accumulators before the store.
+
+Weights are packed at compile time as (K/(W*ocb), input blocks, R, S, input channels per block, ocb, W), so a tile
+reads one contiguous stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from cnncc.codegen.emit import Emitter, i64
+from cnncc.codegen.kernels.activation import Act, apply_act
+from cnncc.codegen.layout import Placed, padded_channels
+from cnncc.codegen.lower import Lowering, lowering
+from cnncc.codegen.module import KernelEnv, kernel
+from cnncc.ir import Node
+from cnncc.program import Buffer
+
+
+@dataclass(frozen=True)
+class ConvSchedule:
+    """The parameters tuning searches: register tile and inner unroll."""
+
+    ur_w: int
+    ocb: int
+    unroll: int
+
+
+@dataclass(frozen=True, eq=False)
+class ConvParams:
+    x: Buffer
+    w: Buffer
+    bias: Buffer | None
+    y: Buffer
+    x_origin: int  # float offset of the padded plane's (0, 0)
+    x_img: int
+    x_cblk: int
+    x_row: int
+    x_col: int
+    in_cb: int
+    in_blocks: int  # input channel blocks read per output group
+    grp_in_blocks: int  # input block offset from one group to the next (0 without groups)
+    blocks_per_group: int
+    y_base: int
+    y_img: int
+    y_kblk: int
+    y_row: int
+    y_col: int
+    out_h: int
+    out_w: int  # 0: the pixels are the batch rows (linear)
+    k_blocks: int
+    k_tail: int  # valid lanes of the last output block when the output is plain and K % W != 0
+    r: int
+    s: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    sched: ConvSchedule
+    act: Act = Act()
+
+
+def choose_schedule(width: int, k_blocks: int, out_w: int, pixels_per_item: int) -> ConvSchedule:
+    """Register tile for ``width``-lane vectors: up to ~28 accumulators of 32 registers (AVX-512), ~12 of 16.
+
+    Two output blocks per tile: with one every FMA carries its own broadcast, with four the tile spills.
+    """
+    ocb = 2 if k_blocks % 2 == 0 else 1
+    if width >= 16:
+        ur = 14 if ocb == 1 else 7
+    else:
+        ur = 6 if ocb == 1 else 4
+    if out_w:
+        ur = min(ur, out_w)
+        # Prefer a tile that divides the row, so no tail tiles run.
+        for cand in range(ur, max(ur // 2, 1) - 1, -1):
+            if out_w % cand == 0:
+                ur = cand
+                break
+    return ConvSchedule(ur_w=max(ur, 1), ocb=ocb, unroll=min(16, width))
+
+
+def pack_weights(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: int, in_cb: int) -> np.ndarray:
+    """(K, Cg, R, S) -> (K/(W*ocb), in_blocks, R, S, in_cb, ocb, W), zero-padded."""
+    k, cg, r, s = w.shape
+    full = np.zeros((k_blocks * width, in_blocks * in_cb, r, s), np.float32)
+    full[:k, :cg] = w
+    t = full.reshape(k_blocks // ocb, ocb, width, in_blocks, in_cb, r, s)
+    return np.ascontiguousarray(t.transpose(0, 3, 5, 6, 4, 1, 2))
+
+
+def _bias(lw: Lowering, node: Node, k: int) -> Buffer | None:
+    if len(node.inputs) < 3:
+        return None
+    b = np.zeros(padded_channels(k, lw.width), np.float32)
+    b[:k] = lw.param(node.inputs[2], node.layer)
+    return lw.weights(b, f"{node.layer}.bias")
+
+
+@lowering("conv2d")
+def lower_conv2d(lw: Lowering, node: Node) -> None:
+    a = node.attrs
+    x, wv = node.inputs[0], node.inputs[1]
+    w = lw.param(wv, node.layer)
+    k, cg, r, s = w.shape
+    c = x.shape[1]
+    if a.groups > 1 and cg == 1 and k == c:
+        return lower_depthwise(lw, node, w)
+    width = lw.width
+    if a.groups > 1 and (cg % width or (k // a.groups) % width):
+        w = _dense_from_groups(w, a.groups, c)  # block-diagonal: correct for any grouping, g times the work
+        groups, cg = 1, c
+    else:
+        groups = a.groups
+    n, _, oh, ow = node.outputs[0].shape
+    plain_in = groups == 1 and c < width
+    src = lw.plain(x, node.layer, a.padding) if plain_in else lw.blocked(x, node.layer, a.padding)
+    in_cb = 1 if plain_in else width
+    in_blocks = cg if plain_in else padded_channels(cg, width) // width
+    k_blocks = padded_channels(k, width) // width
+    sched = choose_schedule(width, k_blocks if groups == 1 else k // groups // width, ow, 1)
+    out = lw.new_blocked((n, k, oh, ow), node.layer)
+    packed = pack_weights(w, k_blocks, sched.ocb, width, in_blocks, in_cb)
+    t, _, l, _ = a.padding
+    xa, ya = src.addr, out.addr
+    params = ConvParams(
+        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
+        x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.ci if plain_in else xa.cblk,
+        x_row=xa.row, x_col=xa.col, in_cb=in_cb, in_blocks=in_blocks,
+        grp_in_blocks=in_blocks if groups > 1 else 0, blocks_per_group=k_blocks // groups,
+        y_base=ya.base, y_img=ya.img, y_kblk=ya.cblk, y_row=ya.row, y_col=ya.col, out_h=oh, out_w=ow,
+        k_blocks=k_blocks, k_tail=0, r=r, s=s, sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1],
+        sched=sched)
+    macs = n * k * oh * ow * cg * r * s
+    lw.call("conv_direct", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()), (out.buffer,),
+            node.layer, parallel=macs > 200_000, macs=macs)
+    lw.placed[node.outputs[0]] = out
+
+
+def _dense_from_groups(w: np.ndarray, groups: int, c: int) -> np.ndarray:
+    k, cg, r, s = w.shape
+    kg = k // groups
+    dense = np.zeros((k, c, r, s), w.dtype)
+    for g in range(groups):
+        dense[g * kg:(g + 1) * kg, g * cg:(g + 1) * cg] = w[g * kg:(g + 1) * kg]
+    return dense
+
+
+@lowering("linear")
+def lower_linear(lw: Lowering, node: Node) -> None:
+    x = node.inputs[0]
+    w = lw.param(node.inputs[1], node.layer)
+    k, f = w.shape
+    width = lw.width
+    src = lw.plain(x, node.layer)
+    out = lw.new_plain((x.shape[0], k, 1, 1), node.layer)
+    k_blocks = padded_channels(k, width) // width
+    ocb = next(o for o in (4, 3, 2, 1) if k_blocks % o == 0)
+    ur = 4 if width >= 16 else 2
+    sched = ConvSchedule(ur_w=ur, ocb=ocb, unroll=16)
+    packed = pack_weights(w.reshape(k, f, 1, 1), k_blocks, ocb, width, 1, f)
+    params = ConvParams(
+        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
+        x_origin=0, x_img=0, x_cblk=0, x_row=0, x_col=f, in_cb=f, in_blocks=1, grp_in_blocks=0,
+        blocks_per_group=k_blocks, y_base=0, y_img=0, y_kblk=width, y_row=0, y_col=k, out_h=1, out_w=0,
+        k_blocks=k_blocks, k_tail=k % width, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched)
+    macs = x.shape[0] * k * f
+    lw.call("conv_direct", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()), (out.buffer,),
+            node.layer, parallel=macs > 200_000, macs=macs)
+    lw.placed[node.outputs[0]] = out
+
+
+# -- direct kernel ------------------------------------------------------------------------------------------------
+
+
+class _Tile:
+    """Emits one register tile of ``ur`` pixels for a conv work item."""
+
+    def __init__(self, em: Emitter, p: ConvParams, x: ir.Value, w: ir.Value, x_item: ir.Value, w_item: ir.Value):
+        self.em, self.p, self.x, self.w, self.x_item, self.w_item = em, p, x, w, x_item, w_item
+
+    def accumulate(self, ur: int, ow0: ir.Value) -> list[ir.Value]:
+        em, p = self.em, self.p
+        b = em.b
+        zero = em.vconst(0.0)
+        x_tile = b.add(self.x_item, b.mul(ow0, i64(p.sw * p.x_col)))
+        vec_w = p.sched.ocb * em.width
+
+        def over_blocks(cblk: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+            x_blk = b.add(x_tile, b.mul(cblk, i64(p.x_cblk)))
+            w_blk = b.add(self.w_item, b.mul(cblk, i64(p.r * p.s * p.in_cb * vec_w)))
+
+            def over_kh(kh: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+                x_kh = b.add(x_blk, b.mul(kh, i64(p.dh * p.x_row)))
+                w_kh = b.add(w_blk, b.mul(kh, i64(p.s * p.in_cb * vec_w)))
+
+                def over_kw(kw: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+                    x_kw = b.add(x_kh, b.mul(kw, i64(p.dw * p.x_col)))
+                    w_kw = b.add(w_kh, b.mul(kw, i64(p.in_cb * vec_w)))
+                    return self.channels(ur, x_kw, w_kw, accs)
+
+                return em.loop(0, p.s, over_kw, accs, name="kw")
+
+            return em.loop(0, p.r, over_kh, accs, name="kh")
+
+        return em.loop(0, p.in_blocks, over_blocks, [zero] * (ur * p.sched.ocb), name="cblk")
+
+    def channels(self, ur: int, x_off: ir.Value, w_off: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+        em, p = self.em, self.p
+        b = em.b
+        u = min(p.sched.unroll, p.in_cb)
+        chunks, tail = divmod(p.in_cb, u)
+
+        def chunk(ic0: ir.Value, accs: list[ir.Value], count: int) -> list[ir.Value]:
+            accs = list(accs)
+            for d in range(count):
+                ic = b.add(ic0, i64(d))
+                w_ic = b.add(w_off, b.mul(ic, i64(p.sched.ocb * em.width)))
+                wvs = [em.load_vec(self.w, b.add(w_ic, i64(j * em.width))) for j in range(p.sched.ocb)]
+                for px in range(ur):
+                    xs = em.load(self.x, b.add(b.add(x_off, ic), i64(px * p.sw * p.x_col)))
+                    xb = em.splat(xs)
+                    for j in range(p.sched.ocb):
+                        accs[px * p.sched.ocb + j] = em.fma(xb, wvs[j], accs[px * p.sched.ocb + j])
+            return accs
+
+        if chunks == 1:
+            accs = chunk(i64(0), accs, u)
+        elif chunks > 1:
+            accs = em.loop(0, chunks, lambda c, a: chunk(b.mul(c, i64(u)), a, u), accs, name="ic")
+        if tail:
+            accs = chunk(i64(chunks * u), accs, tail)
+        return accs
+
+
+def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], ur: int, y_item: ir.Value,
+              ow0: ir.Value, kg: ir.Value) -> None:
+    b = em.b
+    y = env.ptr(p.y)
+    last_group = b.icmp_signed("==", kg, i64(p.k_blocks // p.sched.ocb - 1))
+    for j in range(p.sched.ocb):
+        bias = None
+        if p.bias is not None:
+            kblk = b.add(b.mul(kg, i64(p.sched.ocb)), i64(j))
+            bias = em.load_vec(env.ptr(p.bias), b.mul(kblk, i64(em.width)))
+        for px in range(ur):
+            v = accs[px * p.sched.ocb + j]
+            if bias is not None:
+                v = b.fadd(v, bias)
+            v = apply_act(em, v, p.act)
+            off = b.add(b.add(y_item, i64(j * p.y_kblk)), b.mul(b.add(ow0, i64(px)), i64(p.y_col)))
+            if p.k_tail and j == p.sched.ocb - 1:
+                with b.if_else(last_group) as (then, otherwise):
+                    with then:
+                        em.masked_store(v, y, off, p.k_tail)
+                    with otherwise:
+                        em.store_vec(v, y, off)
+            else:
+                em.store_vec(v, y, off)
+
+
+@kernel("conv_direct")
+def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
+    b = em.b
+    kgroups = p.k_blocks // p.sched.ocb
+    images = i64(1) if p.out_w == 0 else env.batch
+    out_w = env.batch if p.out_w == 0 else i64(p.out_w)
+    lo, hi = em.thread_range(b.mul(images, i64(kgroups * p.out_h)))
+    x, w = env.ptr(p.x), env.ptr(p.w)
+
+    def item(it: ir.Value) -> None:
+        oh = b.urem(it, i64(p.out_h))
+        rest = b.udiv(it, i64(p.out_h))
+        kg, n = b.urem(rest, i64(kgroups)), b.udiv(rest, i64(kgroups))
+        group = b.udiv(b.mul(kg, i64(p.sched.ocb)), i64(p.blocks_per_group))
+        x_item = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))),
+                       b.add(b.mul(group, i64(p.grp_in_blocks * p.x_cblk)), b.mul(oh, i64(p.sh * p.x_row))))
+        w_item = b.mul(kg, i64(p.in_blocks * p.r * p.s * p.in_cb * p.sched.ocb * em.width))
+        y_item = b.add(b.add(i64(p.y_base), b.mul(n, i64(p.y_img))),
+                       b.add(b.mul(kg, i64(p.sched.ocb * p.y_kblk)), b.mul(oh, i64(p.y_row))))
+        tile = _Tile(em, p, x, w, x_item, w_item)
+        ur = p.sched.ur_w
+        full = b.udiv(out_w, i64(ur))
+
+        def main(t: ir.Value) -> None:
+            ow0 = b.mul(t, i64(ur))
+            _epilogue(em, env, p, tile.accumulate(ur, ow0), ur, y_item, ow0, kg)
+
+        em.each(0, full, main, name="tile")
+        if ur > 1:
+            em.each(b.mul(full, i64(ur)), out_w,
+                    lambda ow0: _epilogue(em, env, p, tile.accumulate(1, ow0), 1, y_item, ow0, kg), name="tail")
+
+    em.each(lo, hi, item, name="item")
+
+
+# -- depthwise ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class DepthwiseParams:
+    x: Buffer
+    w: Buffer
+    bias: Buffer | None
+    y: Buffer
+    x_origin: int
+    x_img: int
+    x_cblk: int
+    x_row: int
+    x_col: int
+    y_img: int
+    y_cblk: int
+    y_row: int
+    y_col: int
+    c_blocks: int
+    out_h: int
+    out_w: int
+    r: int
+    s: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    ur_w: int
+    act: Act = Act()
+
+
+def lower_depthwise(lw: Lowering, node: Node, w: np.ndarray) -> None:
+    a = node.attrs
+    x = node.inputs[0]
+    k, _, r, s = w.shape
+    n, _, oh, ow = node.outputs[0].shape
+    width = lw.width
+    src: Placed = lw.blocked(x, node.layer, a.padding)
+    out = lw.new_blocked((n, k, oh, ow), node.layer)
+    cb = padded_channels(k, width) // width
+    packed = np.zeros((cb * width, r, s), np.float32)
+    packed[:k] = w[:, 0]
+    packed = np.ascontiguousarray(packed.reshape(cb, width, r, s).transpose(0, 2, 3, 1))
+    t, _, l, _ = a.padding
+    xa, ya = src.addr, out.addr
+    params = DepthwiseParams(
+        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
+        x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.cblk, x_row=xa.row, x_col=xa.col,
+        y_img=ya.img, y_cblk=ya.cblk, y_row=ya.row, y_col=ya.col, c_blocks=cb, out_h=oh, out_w=ow, r=r, s=s,
+        sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1], ur_w=min(8, ow))
+    macs = n * k * oh * ow * r * s
+    lw.call("conv_depthwise", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()),
+            (out.buffer,), node.layer, parallel=macs > 100_000, macs=macs)
+    lw.placed[node.outputs[0]] = out
+
+
+@kernel("conv_depthwise")
+def emit_depthwise(em: Emitter, env: KernelEnv, p: DepthwiseParams) -> None:
+    b = em.b
+    lo, hi = em.thread_range(b.mul(env.batch, i64(p.c_blocks * p.out_h)))
+    x, w, y = env.ptr(p.x), env.ptr(p.w), env.ptr(p.y)
+
+    def tile(ur: int, x_row: ir.Value, w_blk: ir.Value, y_row: ir.Value, bias: ir.Value | None,
+             ow0: ir.Value) -> None:
+        x_t = b.add(x_row, b.mul(ow0, i64(p.sw * p.x_col)))
+
+        def over_kh(kh: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+            def over_kw(kw: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
+                wv = em.load_vec(w, b.add(w_blk, b.mul(b.add(b.mul(kh, i64(p.s)), kw), i64(em.width))))
+                base = b.add(b.add(x_t, b.mul(kh, i64(p.dh * p.x_row))), b.mul(kw, i64(p.dw * p.x_col)))
+                return [em.fma(em.load_vec(x, b.add(base, i64(px * p.sw * p.x_col))), wv, accs[px])
+                        for px in range(ur)]
+
+            return em.loop(0, p.s, over_kw, accs, name="kw")
+
+        accs = em.loop(0, p.r, over_kh, [em.vconst(0.0)] * ur, name="kh")
+        for px in range(ur):
+            v = accs[px] if bias is None else b.fadd(accs[px], bias)
+            em.store_vec(apply_act(em, v, p.act), y, b.add(y_row, b.mul(b.add(ow0, i64(px)), i64(p.y_col))))
+
+    def item(it: ir.Value) -> None:
+        oh = b.urem(it, i64(p.out_h))
+        rest = b.udiv(it, i64(p.out_h))
+        cblk, n = b.urem(rest, i64(p.c_blocks)), b.udiv(rest, i64(p.c_blocks))
+        x_row = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))),
+                      b.add(b.mul(cblk, i64(p.x_cblk)), b.mul(oh, i64(p.sh * p.x_row))))
+        y_row = b.add(b.add(b.mul(n, i64(p.y_img)), b.mul(cblk, i64(p.y_cblk))), b.mul(oh, i64(p.y_row)))
+        w_blk = b.mul(cblk, i64(p.r * p.s * em.width))
+        bias = em.load_vec(env.ptr(p.bias), b.mul(cblk, i64(em.width))) if p.bias is not None else None
+        full = p.out_w // p.ur_w
+        em.each(0, full, lambda t: tile(p.ur_w, x_row, w_blk, y_row, bias, b.mul(t, i64(p.ur_w))), name="tile")
+        for ow in range(full * p.ur_w, p.out_w):
+            tile(1, x_row, w_blk, y_row, bias, i64(ow))
+
+    em.each(lo, hi, item, name="item")

@@ -1,0 +1,189 @@
+"""A compiled model in this process: the JIT-compiled module, its bound weights, one aligned arena, and the input
+checks that run before any native code.
+
+Inputs must be C-contiguous arrays of the graph's dtype (float32; int64 for class labels), with the compiled shape
+except for the batch axis, which may be anything from 1 to the compiled batch. NaN and Inf in inputs propagate
+through the arithmetic as IEEE 754 says (as in the reference interpreter) unless ``check_finite=True``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnncc.codegen.threads import pin_workers
+from cnncc.errors import InputError
+from cnncc.ir import Graph
+
+ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                              ctypes.c_int64, ctypes.c_int32)
+PROFILED_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_int64, ctypes.c_int32, ctypes.c_void_p)
+
+
+@dataclass(frozen=True)
+class KernelTiming:
+    """One kernel call of a profiled run: its layer, template, work and best time over the repeats."""
+
+    layer: str
+    kernel: str
+    macs: int
+    seconds: float
+
+
+def aligned_bytes(nbytes: int, align: int = 64) -> np.ndarray:
+    """A zeroed uint8 array of ``nbytes`` whose data pointer is ``align``-byte aligned."""
+    raw = np.zeros(nbytes + align, np.uint8)
+    shift = (-raw.ctypes.data) % align
+    return raw[shift:shift + nbytes]
+
+
+@dataclass
+class CompileStats:
+    lower_s: float = 0.0
+    llvm_s: float = 0.0
+    cached: bool = False
+    arena_bytes: int = 0
+    lower_bound: int = 0
+    naive_bytes: int = 0
+    weights_bytes: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class CompiledModel:
+    """Call it like the model: ``y = compiled(x)``; outputs are fresh numpy arrays."""
+
+    def __init__(self, graph: Graph, program: Any, module: Any, target: Any, threads: int,
+                 label_ranges: Mapping[str, int], stats: CompileStats) -> None:
+        self.graph, self.program, self.module, self.target = graph, program, module, target
+        self.threads = threads
+        self.stats = stats
+        self.max_batch = program.batch
+        self._label_ranges = dict(label_ranges)
+        self._entry = ENTRY_TYPE(module.address("cnncc_forward"))
+        self._profiled = PROFILED_TYPE(module.address("cnncc_forward_profiled"))
+        self._weights = aligned_bytes(len(program.weights))
+        self._weights[:] = np.frombuffer(program.weights, np.uint8)
+        self._arena = aligned_bytes(max(program.arena_bytes, 64))
+        self._lock = threading.Lock()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [v.name for v in self.graph.inputs]
+
+    def _check(self, feeds: Mapping[str, Any], check_finite: bool) -> int:
+        names = self.input_names
+        extra = sorted(set(feeds) - set(names))
+        if extra:
+            raise InputError(f"model '{self.graph.name}': unknown input(s) {extra}; inputs are {names}")
+        batch = None
+        for v in self.graph.inputs:
+            if v.name not in feeds:
+                raise InputError(f"model '{self.graph.name}': input '{v.name}' is missing")
+            a = feeds[v.name]
+            if not isinstance(a, np.ndarray):
+                raise InputError(f"input '{v.name}': expected a numpy array, got {type(a).__name__}")
+            want = v.dtype.numpy
+            if a.dtype != want:
+                raise InputError(f"input '{v.name}' has dtype {a.dtype}; the compiled model takes {want} "
+                                 f"(convert with x.astype(np.{want}))")
+            if a.ndim != len(v.shape) or a.shape[1:] != v.shape[1:] or not 1 <= a.shape[0] <= self.max_batch:
+                raise InputError(f"input '{v.name}' has shape {a.shape}; the compiled model takes "
+                                 f"(batch, {', '.join(map(str, v.shape[1:]))}) with 1 <= batch <= {self.max_batch}")
+            if not a.flags.c_contiguous:
+                raise InputError(f"input '{v.name}' is not C-contiguous; pass np.ascontiguousarray(x)")
+            if batch is not None and a.shape[0] != batch:
+                raise InputError(f"inputs disagree on the batch size: {batch} and {a.shape[0]} ('{v.name}')")
+            batch = a.shape[0]
+            if v.name in self._label_ranges and a.size:
+                lo, hi, classes = int(a.min()), int(a.max()), self._label_ranges[v.name]
+                if lo < 0 or hi >= classes:
+                    raise InputError(f"input '{v.name}': class labels must lie in [0, {classes}), got values "
+                                     f"from {lo} to {hi}")
+            if check_finite and v.dtype.is_float and not np.isfinite(a).all():
+                raise InputError(f"input '{v.name}' holds {int(a.size - np.isfinite(a).sum())} NaN/Inf values")
+        return int(batch or 1)
+
+    def run(self, feeds: Mapping[str, np.ndarray], threads: int | None = None, check_finite: bool = False,
+            _times: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Run on named inputs; returns the outputs by name."""
+        batch = self._check(feeds, check_finite)
+        outs = {}
+        for name, v in zip(self.graph.output_names, self.graph.outputs, strict=True):
+            shape = v.shape if not v.shape else (batch, *v.shape[1:]) if v.shape[0] == self.max_batch else v.shape
+            outs[name] = np.empty(shape, v.dtype.numpy)
+        in_ptrs = (ctypes.c_void_p * max(len(feeds), 1))(*[feeds[n].ctypes.data for n in self.input_names])
+        out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs.values()])
+        nthreads = self.threads if threads is None else threads
+        if nthreads < 1:
+            raise InputError(f"threads must be at least 1, got {nthreads}")
+        pin_workers(nthreads)
+        with self._lock:  # one arena: calls on one compiled model run one at a time
+            args = (in_ptrs, out_ptrs, self._arena.ctypes.data, self._weights.ctypes.data, batch, nthreads)
+            if _times is None:
+                status = self._entry(*args)
+            else:
+                status = self._profiled(*args, _times.ctypes.data)
+        if status != 0:
+            raise InputError(f"model '{self.graph.name}': native code returned error {status}")
+        return outs
+
+    def profile(self, x: np.ndarray | Mapping[str, np.ndarray], repeats: int = 10,
+                threads: int | None = None) -> list[KernelTiming]:
+        """Time every kernel call (best of ``repeats`` runs), for per-layer tables."""
+        feeds = dict(x) if isinstance(x, Mapping) else {self.input_names[0]: x}
+        times = np.zeros(len(self.program.calls), np.int64)
+        best = np.full(len(self.program.calls), np.iinfo(np.int64).max)
+        for _ in range(repeats + 1):
+            self.run(feeds, threads, _times=times)
+            best = np.minimum(best, times)
+        return [KernelTiming(c.layer, c.kernel, c.macs, float(t) * 1e-9) for c, t in zip(self.program.calls, best,
+                                                                                          strict=True)]
+
+    def __call__(self, x: np.ndarray | Mapping[str, np.ndarray], threads: int | None = None,
+                 check_finite: bool = False) -> Any:
+        feeds = dict(x) if isinstance(x, Mapping) else {self.input_names[0]: x}
+        outs = self.run(feeds, threads, check_finite)
+        return outs["output"] if len(outs) == 1 and "output" in outs else outs
+
+    def __repr__(self) -> str:
+        return (f"<CompiledModel '{self.graph.name}' for {self.target.cpu} ({self.target.vector_width}-lane vectors),"
+                f" batch <= {self.max_batch}, {self.threads} threads, arena {self.program.arena_bytes:,} B>")
+
+
+_CACHE: dict[tuple[str, str], Any] = {}
+
+
+def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = "host",
+                  threads: int | None = None) -> CompiledModel:
+    """Lower, plan, generate and JIT-compile ``graph``; modules are cached by (graph hash, target)."""
+    from cnncc.codegen.jit import jit
+    from cnncc.codegen.lower import Lowering
+    from cnncc.codegen.module import build_module
+    from cnncc.codegen.target import Target
+    from cnncc.passes.memory_plan import plan_arena
+    from cnncc.runtime.interpreter import check_params
+
+    check_params(graph, params)
+    tgt = Target.named(target)
+    t0 = time.perf_counter()
+    lw = Lowering(graph, params, tgt)
+    program = lw.run()
+    report = plan_arena(program)
+    t1 = time.perf_counter()
+    key = (graph.hash(), tgt.key)
+    cached = key in _CACHE
+    if not cached:
+        _CACHE[key] = jit(build_module(program, tgt), tgt.machine())
+    t2 = time.perf_counter()
+    stats = CompileStats(t1 - t0, t2 - t1, cached, report.arena_bytes, report.lower_bound, report.naive_bytes,
+                         len(program.weights))
+    nthreads = threads if threads is not None else (os.cpu_count() or 1)
+    return CompiledModel(graph, program, _CACHE[key], tgt, nthreads, lw.label_ranges, stats)
