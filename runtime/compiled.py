@@ -158,7 +158,19 @@ class CompiledModel:
                 f" batch <= {self.max_batch}, {self.threads} threads, arena {self.program.arena_bytes:,} B>")
 
 
-_CACHE: dict[tuple[str, str], Any] = {}
+_CACHE: dict[tuple[str, str, str], Any] = {}
+
+
+def program_signature(program: Any) -> str:
+    """What the generated code depends on besides the graph: every kernel's template, geometry and schedule, and
+    the buffer placement the entry point bakes in (so a re-tuned schedule never reuses a stale module)."""
+    import hashlib
+
+    from cnncc.codegen.module import call_buffers, kernel_key
+
+    parts = [repr(kernel_key(c)) + repr([(b.space.value, b.offset, b.index) for b in call_buffers(c)])
+             for c in program.calls]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = "host",
@@ -178,7 +190,7 @@ def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = 
     program = lw.run()
     report = plan_arena(program)
     t1 = time.perf_counter()
-    key = (graph.hash(), tgt.key)
+    key = (graph.hash(), tgt.key, program_signature(program))
     cached = key in _CACHE
     if not cached:
         _CACHE[key] = jit(build_module(program, tgt), tgt.machine())
