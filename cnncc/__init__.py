@@ -8,6 +8,7 @@ passes rewrite it (``cnncc.passes``), a backend compiles it (``cnncc.codegen``) 
 from __future__ import annotations
 
 import cnncc.ops  # noqa: F401  (registers every op)
+from cnncc.api import compile  # noqa: A004
 from cnncc.errors import (
     CnnccError,
     GraphError,
@@ -17,7 +18,6 @@ from cnncc.errors import (
     ShapeError,
     WeightsError,
 )
-from cnncc.api import compile  # noqa: A004
 from cnncc.ir import DType, Graph, GraphBuilder, Layout, TensorType
 
 __version__ = "0.1.0"

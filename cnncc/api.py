@@ -18,6 +18,9 @@ def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: 
     ``target="cpu"`` uses the LLVM backend for ``cpu`` (``"host"``, or an LLVM CPU name such as ``"x86-64-v3"``).
     ``batch`` is the largest batch a call may pass; ``threads`` the default thread count (all cores if None).
     """
+    for name, value in (("threads", threads), ("batch", batch)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise CnnccError(f"compile: {name} must be a positive integer, got {value!r}")
     if target != "cpu":
         raise CnnccError(f"unknown target '{target}': cnncc compiles for 'cpu' (the CUDA backend comes later)")
     if isinstance(model, Graph):

@@ -2,7 +2,7 @@
 
     cnncc zoo                       list the built-in models
     cnncc show resnet18             summary table (layers, shapes, parameters, MACs) and the IR
-    cnncc run lenet5 --batch 4      run on seeded random input (or --input x.npy) with the reference interpreter
+    cnncc run lenet5 --batch 4      compile for this CPU and run on seeded random input (or --input x.npy)
 """
 
 from __future__ import annotations
@@ -32,18 +32,21 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("model", help=MODEL_HELP)
     show.add_argument("--batch", type=int, default=1, help="batch size of the printed graph (default 1)")
     show.add_argument("--no-ir", action="store_true", help="print only the summary table")
-    run = sub.add_parser("run", help="run a model and print its outputs",
-                         description="Run a model on an input (.npy) or on seeded random data, with the numpy "
-                                     "reference interpreter (the oracle every compiled backend is tested against).")
+    run = sub.add_parser("run", help="compile a model for this CPU, run it and print its outputs",
+                         description="Compile a model to native code for this CPU (LLVM) and run it on an input "
+                                     "(.npy) or on seeded random data; --interpret runs the numpy reference "
+                                     "interpreter instead (the oracle every backend is tested against).")
     run.add_argument("model", help=MODEL_HELP)
     run.add_argument("--input", metavar="FILE.npy", help="input array; its first axis is the batch "
                                                          "(a single sample without batch axis is accepted)")
     run.add_argument("--batch", type=int, default=1, help="batch size of the random input (default 1)")
     run.add_argument("--weights", metavar="FILE.npz", help="load weights saved with model.save_weights()")
     run.add_argument("--seed", type=int, default=0, help="seed for weights and random input (default 0)")
-    run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="compute precision")
-    run.add_argument("--interpret", action="store_true",
-                     help="use the reference interpreter (the only engine until the CPU backend lands)")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="compute precision (float64 runs the interpreter: compiled code is float32)")
+    run.add_argument("--interpret", action="store_true", help="use the numpy reference interpreter")
+    run.add_argument("--threads", type=int, default=None, help="threads for compiled code (default: all cores)")
+    run.add_argument("--cpu", default="host", help="LLVM CPU to compile for: host (default) or e.g. x86-64-v3")
     run.add_argument("-o", "--output", metavar="FILE.npy", help="save the output array")
     return p
 
@@ -102,12 +105,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     x = _input_array(args, model)
     if not np.all(np.isfinite(x)):
         raise InputError(f"input holds {int(np.size(x) - np.isfinite(x).sum())} NaN/Inf values")
-    t0 = time.perf_counter()
-    y = model(x, dtype=args.dtype)
-    dt = time.perf_counter() - t0
+    if args.interpret or args.dtype == "float64":
+        t0 = time.perf_counter()
+        y = model(x, dtype=args.dtype)
+        dt, how = time.perf_counter() - t0, f"reference interpreter, {args.dtype}"
+    else:
+        import cnncc
+
+        t0 = time.perf_counter()
+        compiled = cnncc.compile(model, batch=x.shape[0], threads=args.threads, cpu=args.cpu)
+        tc = time.perf_counter() - t0
+        compiled(x)
+        t0 = time.perf_counter()
+        y = compiled(x)
+        dt = time.perf_counter() - t0
+        how = (f"compiled for {compiled.target.cpu} in {tc:.2f} s, {compiled.threads} threads; "
+               f"{compiled.stats.arena_bytes / 1e6:.1f} MB arena")
     outs = y if isinstance(y, dict) else {"output": y}
     print(f"{model.name}: input {x.shape} -> " + ", ".join(f"{k} {v.shape}" for k, v in outs.items())
-          + f" in {dt * 1e3:.1f} ms (reference interpreter, {args.dtype})")
+          + f" in {dt * 1e3:.2f} ms ({how})")
     for name, out in outs.items():
         if out.ndim == 2 and out.shape[1] > 1:
             top = np.argsort(-out, axis=1)[:, :5]

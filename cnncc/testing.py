@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnncc.ir import DType, Graph, GraphBuilder
+
+if TYPE_CHECKING:
+    from cnncc.frontend.model import Model
 
 
 def single_op_graph(op: str, arrays: Sequence[np.ndarray], attrs: Any = None, layer: str = "layer",
@@ -58,3 +61,18 @@ TOL_F32_ELEMENTWISE = 1e-6
 TOL_F32_REDUCTION = 1e-5
 TOL_F32_MODEL = 1e-4
 TOL_F64 = 1e-12
+
+
+def randomize(model: Model, seed: int) -> dict[str, np.ndarray]:
+    """Non-trivial BN statistics and affine parameters, and non-zero biases (the zoo initialises them to 0/1)."""
+    rng = np.random.default_rng(seed)
+    draw = {"running_mean": lambda n: rng.normal(0.0, 0.1, n), "running_var": lambda n: rng.uniform(0.5, 1.5, n),
+            "weight": lambda n: rng.uniform(0.5, 1.5, n), "bias": lambda n: rng.normal(0.0, 0.1, n)}
+    params = {k: v.copy() for k, v in model.params.items()}
+    bn_layers = {k.removesuffix(".running_mean") for k in params if k.endswith(".running_mean")}
+    for key, value in params.items():
+        layer, _, local = key.rpartition(".")
+        if layer in bn_layers or local == "bias":
+            value[...] = draw[local](value.shape)
+    model.set_weights(params)
+    return {k: v.copy() for k, v in params.items()}  # set_weights keeps (aliases) the arrays it is given

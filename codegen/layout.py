@@ -35,13 +35,11 @@ class Addr:
 
 
 def dims4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """(N, C, H, W) of a rank 0-4 tensor."""
-    s = tuple(shape)
+    """(N, C, H, W) of a rank 0-4 tensor: the first axis is the batch; a scalar is (1, 1, 1, 1)."""
+    s = tuple(shape) or (1,)
     if len(s) > 4:
         raise ValueError(f"rank {len(s)} tensors have no 4-D placement")
-    while len(s) < 4:
-        s = s + (1,) if len(s) >= 2 else (1, *s) if len(s) == 1 else (1, 1)
-    return s  # type: ignore[return-value]
+    return (*s, *(1,) * (4 - len(s)))  # type: ignore[return-value]
 
 
 def padded_channels(c: int, width: int) -> int:

@@ -96,8 +96,11 @@ class Lowering:
         addr = plain_addr(c, h, w, halo)
         return Placed(self.arena(addr.img, name), dims, addr, False, halo)
 
-    def get(self, v: Value) -> Placed:
+    def get(self, v: Value, layer: str = "") -> Placed:
         if v not in self.placed:
+            if v.kind is ValueKind.PARAM:
+                raise Unsupported(f"layer '{layer or '?'}': parameter '{v.name}' is used as a computed operand; the "
+                                  "CPU backend takes parameters as weights, biases and per-channel operands only")
             raise CnnccError(f"internal: value {v!r} has no placement")
         return self.placed[v]
 
@@ -109,7 +112,7 @@ class Lowering:
     def blocked(self, v: Value, layer: str, halo: tuple[int, int, int, int] = (0, 0, 0, 0),
                 pad_value: float = 0.0) -> Placed:
         """``v`` in blocked layout with the given zero (or ``pad_value``) halo, converting once if needed."""
-        p = self.get(v)
+        p = self.get(v, layer)
         if p.blocked and p.halo == halo:
             return p
         key = ("blocked", id(v), halo, pad_value)
@@ -121,7 +124,7 @@ class Lowering:
 
     def plain(self, v: Value, layer: str, halo: tuple[int, int, int, int] = (0, 0, 0, 0)) -> Placed:
         """``v`` as a contiguous plain tensor (with an optional halo), converting once if needed."""
-        p = self.get(v)
+        p = self.get(v, layer)
         if halo == (0, 0, 0, 0) and p.contiguous_plain:
             return p
         key = ("plain", id(v), halo)

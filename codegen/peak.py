@@ -9,7 +9,7 @@ import time
 
 from llvmlite import ir
 
-from cnncc.codegen.emit import I64, VOID, Emitter, i64
+from cnncc.codegen.emit import I64, VOID, Emitter
 from cnncc.codegen.jit import jit
 from cnncc.codegen.target import Target
 
@@ -48,5 +48,5 @@ def measure_peak_gflops(target: Target | None = None, seconds: float = 0.2, repe
         best = max(best, 2 * tgt.vector_width * CHAINS * iters / dt / 1e9)
         if dt < seconds / repeats:
             iters = int(iters * 2)
-    mod.engine  # keep the engine alive until here
+    del mod  # the engine (and the code fn points into) lives until here
     return best

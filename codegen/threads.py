@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import threading
 
 from llvmlite import ir
 
@@ -58,13 +59,19 @@ def _pinner():  # noqa: ANN202
 
 
 _PINNED: set[int] = set()
+_LOCK = threading.Lock()
 
 
 def pin_workers(nthreads: int) -> None:
-    """Pin workers 1..n-1 of an ``nthreads`` team to distinct CPUs (once per team size)."""
+    """Pin workers 1..n-1 of an ``nthreads`` team to distinct CPUs (once per team size; thread-safe)."""
     if nthreads <= 1 or nthreads in _PINNED:
         return
-    allowed = sorted(os.sched_getaffinity(0))
-    cpus = (ctypes.c_int64 * nthreads)(*[allowed[k % len(allowed)] for k in range(nthreads)])
-    _pinner()[1](cpus, nthreads)
-    _PINNED.add(nthreads)
+    with _LOCK:
+        if nthreads in _PINNED:
+            return
+        allowed = sorted(os.sched_getaffinity(0))
+        cpus = (ctypes.c_int64 * nthreads)(*[allowed[k % len(allowed)] for k in range(nthreads)])
+        module, fn = _pinner()
+        fn(cpus, nthreads)
+        _PINNED.add(nthreads)
+        del module

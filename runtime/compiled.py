@@ -122,8 +122,8 @@ class CompiledModel:
         in_ptrs = (ctypes.c_void_p * max(len(feeds), 1))(*[feeds[n].ctypes.data for n in self.input_names])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs.values()])
         nthreads = self.threads if threads is None else threads
-        if nthreads < 1:
-            raise InputError(f"threads must be at least 1, got {nthreads}")
+        if not isinstance(nthreads, int) or isinstance(nthreads, bool) or nthreads < 1:
+            raise InputError(f"threads must be a positive integer, got {nthreads!r}")
         pin_workers(nthreads)
         with self._lock:  # one arena: calls on one compiled model run one at a time
             args = (in_ptrs, out_ptrs, self._arena.ctypes.data, self._weights.ctypes.data, batch, nthreads)
@@ -139,13 +139,15 @@ class CompiledModel:
                 threads: int | None = None) -> list[KernelTiming]:
         """Time every kernel call (best of ``repeats`` runs), for per-layer tables."""
         feeds = dict(x) if isinstance(x, Mapping) else {self.input_names[0]: x}
+        batch = self._check(feeds, False)
         times = np.zeros(len(self.program.calls), np.int64)
         best = np.full(len(self.program.calls), np.iinfo(np.int64).max)
         for _ in range(repeats + 1):
             self.run(feeds, threads, _times=times)
             best = np.minimum(best, times)
-        return [KernelTiming(c.layer, c.kernel, c.macs, float(t) * 1e-9) for c, t in zip(self.program.calls, best,
-                                                                                          strict=True)]
+        # MACs were counted at the compiled batch; work scales with the batch actually run.
+        return [KernelTiming(c.layer, c.kernel, c.macs * batch // self.max_batch, float(t) * 1e-9)
+                for c, t in zip(self.program.calls, best, strict=True)]
 
     def __call__(self, x: np.ndarray | Mapping[str, np.ndarray], threads: int | None = None,
                  check_finite: bool = False) -> Any:

@@ -27,14 +27,19 @@ def test_show_zoo_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert "61,706" in out and "graph lenet5(%input: 1x1x32x32:f32,NCHW)" in out
 
 
-def test_run_writes_the_interpreter_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_compiles_and_writes_the_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnncc.frontend.models import lenet
+    from cnncc.testing import TOL_F32_MODEL, rel_error
+
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     assert main(["run", "lenet", "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 0
-    from cnncc.frontend.models import lenet
-
-    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), lenet()(x))
-    assert "top classes" in capsys.readouterr().out
+    assert rel_error(np.load(tmp_path / "y.npy"), lenet()(x)) <= TOL_F32_MODEL
+    out = capsys.readouterr().out
+    assert "top classes" in out and "compiled for" in out
+    assert main(["run", "lenet", "--interpret", "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "z.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "z.npy"), lenet()(x))
+    assert "reference interpreter" in capsys.readouterr().out
 
 
 def test_user_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from cnncc.codegen.emit import Emitter
+from cnncc.codegen.emit import F32, I32, Emitter
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,20 @@ def _clamp(em: Emitter, v: ir.Value, lo: float, hi: float) -> ir.Value:
     return b.select(b.fcmp_ordered(">", v, em.vconst(hi)), em.vconst(hi), v)
 
 
+def lanewise(em: Emitter, v: ir.Value, fn: str) -> ir.Value:
+    """Apply the libm function ``fn`` (float -> float) to every lane: exact where no vector formula is.
+
+    Used for tanh, expm1 and log1p, whose closed forms through exp cancel near 0 (tanh(1e-8) came out 0).
+    """
+    b = em.b
+    f = em.intrinsic(fn, F32, [F32])
+    out = v
+    for lane in range(em.width):
+        idx = ir.Constant(I32, lane)
+        out = b.insert_element(out, b.call(f, [b.extract_element(v, idx)]), idx)
+    return out
+
+
 def apply_act(em: Emitter, v: ir.Value, act: Act) -> ir.Value:
     """``act`` applied to vector ``v`` with the reference's semantics (NaN propagates like numpy)."""
     b, k = em.b, act.kind
@@ -56,17 +70,15 @@ def apply_act(em: Emitter, v: ir.Value, act: Act) -> ir.Value:
     if k == "leaky_relu":
         return b.select(b.fcmp_ordered("<", v, zero), b.fmul(v, em.vconst(act.a)), v)
     if k == "elu":
-        em1 = b.fsub(em.vcall("exp", v), em.vconst(1.0))
-        return b.select(b.fcmp_ordered("<", v, zero), b.fmul(em1, em.vconst(act.a)), v)
+        return b.select(b.fcmp_ordered("<", v, zero), b.fmul(lanewise(em, v, "expm1f"), em.vconst(act.a)), v)
     if k == "sigmoid":  # 1 / (1 + exp(-x)): exp overflow gives inf -> 0, the correct limit
         return b.fdiv(em.vconst(1.0), b.fadd(em.vconst(1.0), em.vcall("exp", b.fneg(v))))
-    if k == "tanh":  # 1 - 2/(exp(2x)+1): exact limits at +-inf
-        e2 = em.vcall("exp", b.fmul(v, em.vconst(2.0)))
-        return b.fsub(em.vconst(1.0), b.fdiv(em.vconst(2.0), b.fadd(e2, em.vconst(1.0))))
+    if k == "tanh":
+        return lanewise(em, v, "tanhf")
     if k == "softplus":  # x if beta*x > threshold else log1p(exp(beta*x))/beta, stably: max(z,0)+log1p(exp(-|z|))
         z = b.fmul(v, em.vconst(act.a))
         absz = em.vcall("fabs", z)
         soft = b.fadd(b.select(b.fcmp_ordered(">", z, zero), z, zero),
-                      em.vcall("log", b.fadd(em.vconst(1.0), em.vcall("exp", b.fneg(absz)))))
+                      lanewise(em, em.vcall("exp", b.fneg(absz)), "log1pf"))
         return b.select(b.fcmp_ordered(">", z, em.vconst(act.b)), v, b.fdiv(soft, em.vconst(act.a)))
     raise ValueError(f"unknown activation {k}")

@@ -72,6 +72,7 @@ class ConvParams:
     dw: int
     sched: ConvSchedule
     act: Act = Act()
+    zero_tail: int = 0  # blocked output with K % W != 0: real lanes of the last block (the rest are forced to 0)
 
 
 def choose_schedule(width: int, k_blocks: int, out_w: int, taps: int, weights_dominate: bool = False) -> ConvSchedule:
@@ -151,8 +152,8 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
         grp_in_blocks=in_blocks if groups > 1 else 0, blocks_per_group=k_blocks // groups,
         y_base=ya.base, y_img=ya.img, y_kblk=ya.cblk, y_row=ya.row, y_col=ya.col, out_h=oh, out_w=ow,
         k_blocks=k_blocks, k_tail=0, r=r, s=s, sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1],
-        sched=sched)
-    macs = n * k * oh * ow * cg * r * s
+        sched=sched, zero_tail=k % width)
+    macs = n * k * oh * ow * (c // a.groups) * r * s  # the model's work, not the block-diagonal fallback's
     lw.call("conv_direct", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()), (out.buffer,),
             node.layer, parallel=macs > 200_000, macs=macs)
     lw.placed[node.outputs[0]] = out
@@ -259,6 +260,11 @@ def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], 
     b = em.b
     y = env.ptr(p.y)
     last_group = b.icmp_signed("==", kg, i64(p.k_blocks // p.sched.ocb - 1))
+    keep = None
+    if p.zero_tail:  # padded lanes must be exactly 0: with an inf input they would hold 0*inf = NaN
+        mask_ty = ir.VectorType(ir.IntType(1), em.width)
+        tail = ir.Constant(mask_ty, [ir.Constant(ir.IntType(1), int(i < p.zero_tail)) for i in range(em.width)])
+        keep = b.select(last_group, tail, ir.Constant(mask_ty, [ir.Constant(ir.IntType(1), 1)] * em.width))
     for j in range(p.sched.ocb):
         bias = None
         if p.bias is not None:
@@ -269,6 +275,8 @@ def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], 
             if bias is not None:
                 v = b.fadd(v, bias)
             v = apply_act(em, v, p.act)
+            if keep is not None and j == p.sched.ocb - 1:
+                v = b.select(keep, v, em.vconst(0.0))
             off = b.add(b.add(y_item, i64(j * p.y_kblk)), b.mul(b.add(ow0, i64(px)), i64(p.y_col)))
             if p.k_tail and j == p.sched.ocb - 1:
                 with b.if_else(last_group) as (then, otherwise):

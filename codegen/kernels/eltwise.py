@@ -68,7 +68,7 @@ def _geometry(lw: Lowering, src: Placed) -> tuple[int, int, int]:
 
 
 def _src(lw: Lowering, node: Node, index: int = 0) -> Placed:
-    p = lw.get(node.inputs[index])
+    p = lw.get(node.inputs[index], node.layer)
     if p.blocked and p.halo == (0, 0, 0, 0):
         return p
     return lw.plain(node.inputs[index], node.layer)
@@ -79,11 +79,11 @@ def _operand(p: Placed, blocked: bool, width: int) -> Operand:
 
 
 def _emit(lw: Lowering, node: Node, kind: str, src: Placed, b: Operand | None = None, c: Operand | None = None,
-          act: Act = Act()) -> None:
+          act: Act | None = None) -> None:
     out = _like(lw, src, node)
     blocks, pixels, tail = _geometry(lw, src)
     p = EltwiseParams(kind, _operand(out, out.blocked, lw.width), _operand(src, src.blocked, lw.width), b, c, blocks,
-                      pixels, tail, act)
+                      pixels, tail, act or Act())
     reads = tuple(o.buf for o in (p.a, b, c) if o is not None)
     n, ch, h, w = src.dims
     lw.call("eltwise", p, reads, (out.buffer,), node.layer, parallel=n * ch * h * w > 100_000)
@@ -110,7 +110,7 @@ def lower_batch_norm(lw: Lowering, node: Node) -> None:
     x, gamma, beta, mean, var = (node.inputs[0], *(lw.param(v, node.layer) for v in node.inputs[1:]))
     scale = gamma / np.sqrt(var + node.attrs.eps)
     shift = beta - mean * scale
-    src = lw.get(x)
+    src = lw.get(x, node.layer)
     if not (src.blocked and src.halo == (0, 0, 0, 0)):
         if len(x.shape) == 4:
             src = lw.blocked(x, node.layer)
@@ -127,7 +127,7 @@ def _broadcast_operand(lw: Lowering, node: Node, x: Placed, index: int) -> Opera
     v = node.inputs[index]
     full = dims4(node.outputs[0].shape)
     if tuple(v.shape) == tuple(node.outputs[0].shape):
-        other = lw.get(v)
+        other = lw.get(v, node.layer)
         if x.blocked:
             other = lw.blocked(v, node.layer) if not (other.blocked and other.halo == (0, 0, 0, 0)) else other
             return _stream(other)
@@ -153,6 +153,9 @@ def lower_binary(lw: Lowering, node: Node) -> None:
         raise Unsupported(f"layer '{node.layer}': {node.op} where neither operand has the output shape is not "
                           "compiled for the CPU yet")
     x = _src(lw, node, big)
+    other_v = node.inputs[1 - big]
+    if len(node.outputs[0].shape) == 4 and not x.blocked and tuple(other_v.shape) != tuple(node.outputs[0].shape):
+        x = lw.blocked(node.inputs[big], node.layer)  # broadcasting walks channel blocks
     other = _broadcast_operand(lw, node, x, 1 - big)
     _emit(lw, node, "add" if node.op == "add" else "mul", x, other)
 
@@ -216,6 +219,10 @@ def emit_eltwise(em: Emitter, env: KernelEnv, p: EltwiseParams) -> None:
 
 @lowering("flatten", "reshape")
 def lower_reshape(lw: Lowering, node: Node) -> None:
+    before, after = node.inputs[0].shape, node.outputs[0].shape
+    if not before or not after or before[0] != after[0]:
+        raise Unsupported(f"layer '{node.layer}': {node.op} from {before} to {after} changes the batch axis; the CPU "
+                          "backend runs any batch up to the compiled one, so the batch axis must stay first and whole")
     src = lw.plain(node.inputs[0], node.layer)
     lw.placed[node.outputs[0]] = src.with_dims(dims4(node.outputs[0].shape))
 
@@ -225,7 +232,7 @@ def lower_dropout(lw: Lowering, node: Node) -> None:
     if node.attrs.training:
         raise Unsupported(f"layer '{node.layer}': dropout in training mode is not compiled for the CPU yet (the "
                           "training issue adds its counter-based mask); compile the inference graph")
-    lw.placed[node.outputs[0]] = lw.get(node.inputs[0])
+    lw.placed[node.outputs[0]] = lw.get(node.inputs[0], node.layer)
 
 
 @lowering("transpose")
@@ -235,7 +242,7 @@ def lower_transpose(lw: Lowering, node: Node) -> None:
     if len(perm) != 4 or perm[0] != 0:
         raise Unsupported(f"layer '{node.layer}': transpose {perm} is not compiled for the CPU yet (rank-4 "
                           "permutations that keep the batch axis first are)")
-    src = lw.get(x)
+    src = lw.get(x, node.layer)
     if src.blocked or src.addr.cblk != 0:
         src = lw.plain(x, node.layer)
     a = src.addr

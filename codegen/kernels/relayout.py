@@ -14,8 +14,8 @@ from llvmlite import ir
 from cnncc.codegen.emit import Emitter, f32, i64
 from cnncc.codegen.layout import Addr, Placed, dims4, padded_channels
 from cnncc.codegen.lower import Lowering, Unsupported, lowering
-from cnncc.ir import Node
 from cnncc.codegen.module import KernelEnv, kernel
+from cnncc.ir import Node
 from cnncc.program import Buffer
 
 
@@ -168,7 +168,7 @@ def lower_concat(lw: Lowering, node: Node) -> None:
         lw.call("fill", FillParams(out.buffer, out.addr.img, 0.0), (), (out.buffer,), node.layer, parallel=False)
     c_off = 0
     for v in node.inputs:
-        src = lw.get(v)
+        src = lw.get(v, node.layer)
         if out.blocked and src.blocked and src.halo == (0, 0, 0, 0) and c_off % lw.width == 0:
             shifted = replace(out.addr, base=out.addr.base + c_off // lw.width * out.addr.cblk)
             cb = padded_channels(v.shape[1], lw.width) // lw.width

@@ -94,9 +94,9 @@ def lower_loss(lw: Lowering, node: Node) -> None:
     x, t = node.inputs
     src = lw.plain(x, node.layer)
     if t.dtype is DType.INT64:
-        tgt = lw.get(t).buffer
+        tgt = lw.get(t, node.layer).buffer
         kind = "ce_index" if node.op == "cross_entropy" else "nll"
-        if lw.get(t).buffer.space.value != "input":
+        if tgt.space.value != "input":
             raise Unsupported(f"layer '{node.layer}': integer targets must be a graph input")
         lw.label_ranges[t.name] = x.shape[1]
     else:
