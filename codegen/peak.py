@@ -32,7 +32,7 @@ def _module(width: int) -> str:
     return str(module)
 
 
-def measure_peak_gflops(target: Target | None = None, seconds: float = 0.2, repeats: int = 5) -> float:
+def measure_peak_gflops(target: Target | None = None, seconds: float = 0.5, repeats: int = 15) -> float:
     """Best single-thread GFLOP/s of the FMA loop (2 flops per lane per FMA)."""
     tgt = target or Target.host()
     mod = jit(_module(tgt.vector_width), tgt.machine())
