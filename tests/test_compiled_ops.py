@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -1077,13 +1078,17 @@ print("ok")
 # Regression (a bug of the backend as first committed, 486ca8d): codegen/threads.py: _pinner() is an unlocked
 # functools.lru_cache; threads racing on the first pin_workers() each JIT a module, only one is cached, and
 # `_pinner()[1](...)` frees the others' engine before calling into it: SIGSEGV
-def test_concurrent_first_calls_with_new_thread_counts_do_not_crash() -> None:
-    """Run in a fresh process: the first multi-threaded calls of a process, from four Python threads at once."""
+def test_concurrent_first_calls_with_new_thread_counts_do_not_crash(tmp_path: Path) -> None:
+    """Run in a fresh process: the first multi-threaded calls of a process, from four Python threads at once.
+
+    The child runs in an empty directory: from the repository root, ``python -c`` would import the source folder
+    ``cnncc/`` (which has no ``frontend``) instead of the installed package.
+    """
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-c", CONCURRENT_FIRST_CALLS], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
 
 
