@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
