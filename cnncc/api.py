@@ -11,12 +11,27 @@ from cnncc.errors import CnnccError
 from cnncc.ir import Graph
 
 
+def optimize(graph: Graph, params: Mapping[str, np.ndarray], passes: Any = None,
+             verify: bool = False) -> tuple[Graph, dict[str, np.ndarray], Any]:
+    """Run a pass pipeline (the CPU inference pipeline by default); returns the graph, its weights and the context
+    (timings and what each pass did)."""
+    from cnncc.passes import cpu_inference
+    from cnncc.passmanager import PassContext, run_passes
+
+    ctx = PassContext(dict(params), verify=verify)
+    out = run_passes(graph, cpu_inference() if passes is None else passes, ctx)
+    return out, ctx.params, ctx
+
+
 def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: int = 1,  # noqa: A001
-            cpu: str = "host", params: Mapping[str, np.ndarray] | None = None) -> Any:
+            cpu: str = "host", params: Mapping[str, np.ndarray] | None = None, optimize_graph: bool = True,
+            passes: Any = None) -> Any:
     """Compile a DSL model (or a graph with its ``params``) to native code.
 
     ``target="cpu"`` uses the LLVM backend for ``cpu`` (``"host"``, or an LLVM CPU name such as ``"x86-64-v3"``).
     ``batch`` is the largest batch a call may pass; ``threads`` the default thread count (all cores if None).
+    The graph first goes through the CPU inference pipeline (identity removal, constant folding, batch-norm folding,
+    epilogue fusion, ...) unless ``optimize_graph=False``; ``passes`` replaces that pipeline.
     """
     for name, value in (("threads", threads), ("batch", batch)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -32,4 +47,13 @@ def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: 
         params = model.params if params is None else params
     from cnncc.runtime.compiled import compile_graph
 
-    return compile_graph(graph, params, cpu, threads)
+    log: list[str] = []
+    if optimize_graph:
+        from cnncc.runtime.interpreter import check_params
+
+        check_params(graph, params)
+        graph, params, ctx = optimize(graph, params, passes)
+        log = ctx.log
+    compiled = compile_graph(graph, params, cpu, threads)
+    compiled.pass_log = log
+    return compiled

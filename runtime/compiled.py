@@ -73,6 +73,7 @@ class CompiledModel:
         self._weights[:] = np.frombuffer(program.weights, np.uint8)
         self._arena = aligned_bytes(max(program.arena_bytes, 64))
         self._lock = threading.Lock()
+        self.pass_log: list[str] = []
 
     @property
     def input_names(self) -> list[str]:

@@ -10,6 +10,10 @@ from cnncc.ir.graph import Graph, Value, ValueKind
 
 
 def format_attr(x: Any) -> str:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        if type(x).__str__ is not object.__str__:
+            return str(x)
+        return "{" + ", ".join(f"{f.name}={format_attr(getattr(x, f.name))}" for f in dataclasses.fields(x)) + "}"
     if isinstance(x, enum.Enum):
         return str(x.value)
     if isinstance(x, float):

@@ -11,6 +11,8 @@ from cnncc.ops import (  # noqa: F401
     dropout,
     elu,
     flatten,
+    fused_conv2d,
+    fused_linear,
     global_avg_pool,
     hardtanh,
     leaky_relu,

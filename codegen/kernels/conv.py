@@ -20,11 +20,11 @@ import numpy as np
 from llvmlite import ir
 
 from cnncc.codegen.emit import Emitter, i64
-from cnncc.codegen.kernels.activation import Act, apply_act
+from cnncc.codegen.kernels.activation import Act, act_from_node, apply_act
 from cnncc.codegen.layout import Placed, padded_channels
-from cnncc.codegen.lower import Lowering, lowering
+from cnncc.codegen.lower import Lowering, Unsupported, lowering
 from cnncc.codegen.module import KernelEnv, kernel
-from cnncc.ir import Node
+from cnncc.ir import Node, Value
 from cnncc.program import Buffer
 
 
@@ -71,7 +71,10 @@ class ConvParams:
     dh: int
     dw: int
     sched: ConvSchedule
-    act: Act = Act()
+    pre: tuple[Act, ...] = ()  # epilogue activations before the residual add
+    res: Buffer | None = None  # residual operand, same geometry as the output
+    res_strides: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # base, img, kblk, row, col
+    post: tuple[Act, ...] = ()  # epilogue activations after the residual add
     zero_tail: int = 0  # blocked output with K % W != 0: real lanes of the last block (the rest are forced to 0)
 
 
@@ -118,15 +121,36 @@ def _bias(lw: Lowering, node: Node, k: int) -> Buffer | None:
     return lw.weights(b, f"{node.layer}.bias")
 
 
-@lowering("conv2d")
+def split_epilogue(node: Node) -> tuple[tuple[Act, ...], Value | None, tuple[Act, ...]]:
+    """(activations before the residual add, the residual, activations after it) of a fused node."""
+    if node.op not in ("fused_conv2d", "fused_linear"):
+        return (), None, ()
+    pre: list[Act] = []
+    post: list[Act] = []
+    residual = None
+    extras = iter(node.inputs[3:])
+    for step in node.attrs.epilogue:
+        if step.op == "add":
+            if residual is not None:
+                raise Unsupported(f"layer '{node.layer}': more than one residual add in an epilogue")
+            residual = next(extras)
+        else:
+            (post if residual is not None else pre).append(act_from_node(step.op, step.attrs))
+    return tuple(pre), residual, tuple(post)
+
+
+@lowering("conv2d", "fused_conv2d")
 def lower_conv2d(lw: Lowering, node: Node) -> None:
-    a = node.attrs
+    a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
+    pre, residual, post = split_epilogue(node)
     x, wv = node.inputs[0], node.inputs[1]
     w = lw.param(wv, node.layer)
     k, cg, r, s = w.shape
     c = x.shape[1]
     if a.groups > 1 and cg == 1 and k == c:
-        return lower_depthwise(lw, node, w)
+        if residual is not None or post:
+            raise Unsupported(f"layer '{node.layer}': residual adds are not fused into depthwise convolutions")
+        return lower_depthwise(lw, node, w, a, pre)
     width = lw.width
     if a.groups > 1 and (cg % width or (k // a.groups) % width):
         w = _dense_from_groups(w, a.groups, c)  # block-diagonal: correct for any grouping, g times the work
@@ -145,8 +169,11 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
     packed = pack_weights(w, k_blocks, sched.ocb, width, in_blocks, in_cb)
     t, _, l, _ = a.padding
     xa, ya = src.addr, out.addr
+    res = lw.blocked(residual, node.layer) if residual is not None else None
     params = ConvParams(
         x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
+        pre=pre, post=post, res=res.buffer if res else None,
+        res_strides=(res.addr.base, res.addr.img, res.addr.cblk, res.addr.row, res.addr.col) if res else (0,) * 5,
         x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.ci if plain_in else xa.cblk,
         x_row=xa.row, x_col=xa.col, in_cb=in_cb, in_blocks=in_blocks,
         grp_in_blocks=in_blocks if groups > 1 else 0, blocks_per_group=k_blocks // groups,
@@ -154,8 +181,8 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
         k_blocks=k_blocks, k_tail=0, r=r, s=s, sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1],
         sched=sched, zero_tail=k % width)
     macs = n * k * oh * ow * (c // a.groups) * r * s  # the model's work, not the block-diagonal fallback's
-    lw.call("conv_direct", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()), (out.buffer,),
-            node.layer, parallel=macs > 200_000, macs=macs)
+    reads = (src.buffer, params.w) + ((params.bias,) if params.bias else ()) + ((res.buffer,) if res else ())
+    lw.call("conv_direct", params, reads, (out.buffer,), node.layer, parallel=macs > 200_000, macs=macs)
     lw.placed[node.outputs[0]] = out
 
 
@@ -168,8 +195,11 @@ def _dense_from_groups(w: np.ndarray, groups: int, c: int) -> np.ndarray:
     return dense
 
 
-@lowering("linear")
+@lowering("linear", "fused_linear")
 def lower_linear(lw: Lowering, node: Node) -> None:
+    pre, residual, post = split_epilogue(node)
+    if residual is not None or post:
+        raise Unsupported(f"layer '{node.layer}': residual adds are not fused into linear layers")
     x = node.inputs[0]
     w = lw.param(node.inputs[1], node.layer)
     k, f = w.shape
@@ -185,7 +215,7 @@ def lower_linear(lw: Lowering, node: Node) -> None:
         x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
         x_origin=0, x_img=0, x_cblk=0, x_row=0, x_col=f, in_cb=f, in_blocks=1, grp_in_blocks=0,
         blocks_per_group=k_blocks, y_base=0, y_img=0, y_kblk=width, y_row=0, y_col=k, out_h=1, out_w=0,
-        k_blocks=k_blocks, k_tail=k % width, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched)
+        k_blocks=k_blocks, k_tail=k % width, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched, pre=pre)
     macs = x.shape[0] * k * f
     lw.call("conv_direct", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()), (out.buffer,),
             node.layer, parallel=macs > 200_000, macs=macs)
@@ -256,7 +286,7 @@ class _Tile:
 
 
 def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], ur: int, y_item: ir.Value,
-              ow0: ir.Value, kg: ir.Value) -> None:
+              ow0: ir.Value, kg: ir.Value, r_item: ir.Value) -> None:
     b = em.b
     y = env.ptr(p.y)
     last_group = b.icmp_signed("==", kg, i64(p.k_blocks // p.sched.ocb - 1))
@@ -274,7 +304,14 @@ def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], 
             v = accs[px * p.sched.ocb + j]
             if bias is not None:
                 v = b.fadd(v, bias)
-            v = apply_act(em, v, p.act)
+            for act in p.pre:
+                v = apply_act(em, v, act)
+            if p.res is not None:
+                v = b.fadd(v, em.load_vec(env.ptr(p.res), b.add(r_item, b.add(i64(j * p.res_strides[2]),
+                                                                              b.mul(b.add(ow0, i64(px)),
+                                                                                    i64(p.res_strides[4]))))))
+            for act in p.post:
+                v = apply_act(em, v, act)
             if keep is not None and j == p.sched.ocb - 1:
                 v = b.select(keep, v, em.vconst(0.0))
             off = b.add(b.add(y_item, i64(j * p.y_kblk)), b.mul(b.add(ow0, i64(px)), i64(p.y_col)))
@@ -312,18 +349,21 @@ def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
         w_item = b.mul(kg, i64(p.in_blocks * p.r * p.s * p.in_cb * p.sched.ocb * em.width))
         y_item = b.add(b.add(i64(p.y_base), b.mul(n, i64(p.y_img))),
                        b.add(b.mul(kg, i64(p.sched.ocb * p.y_kblk)), b.mul(oh, i64(p.y_row))))
+        rb, ri, rk, rr, _ = p.res_strides
+        r_item = b.add(b.add(i64(rb), b.mul(n, i64(ri))), b.add(b.mul(kg, i64(p.sched.ocb * rk)), b.mul(oh, i64(rr))))
         tile = _Tile(em, p, x, w, x_item, w_item)
         ur = p.sched.ur_w
         full = b.udiv(out_w, i64(ur))
 
         def main(t: ir.Value) -> None:
             ow0 = b.mul(t, i64(ur))
-            _epilogue(em, env, p, tile.accumulate(ur, ow0), ur, y_item, ow0, kg)
+            _epilogue(em, env, p, tile.accumulate(ur, ow0), ur, y_item, ow0, kg, r_item)
 
         em.each(0, full, main, name="tile")
         if ur > 1:
             em.each(b.mul(full, i64(ur)), out_w,
-                    lambda ow0: _epilogue(em, env, p, tile.accumulate(1, ow0), 1, y_item, ow0, kg), name="tail")
+                    lambda ow0: _epilogue(em, env, p, tile.accumulate(1, ow0), 1, y_item, ow0, kg, r_item),
+                    name="tail")
 
     em.each(lo, hi, item, name="item")
 
@@ -356,11 +396,10 @@ class DepthwiseParams:
     dh: int
     dw: int
     ur_w: int
-    act: Act = Act()
+    pre: tuple[Act, ...] = ()
 
 
-def lower_depthwise(lw: Lowering, node: Node, w: np.ndarray) -> None:
-    a = node.attrs
+def lower_depthwise(lw: Lowering, node: Node, w: np.ndarray, a: object, pre: tuple[Act, ...]) -> None:
     x = node.inputs[0]
     k, _, r, s = w.shape
     n, _, oh, ow = node.outputs[0].shape
@@ -377,7 +416,7 @@ def lower_depthwise(lw: Lowering, node: Node, w: np.ndarray) -> None:
         x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
         x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.cblk, x_row=xa.row, x_col=xa.col,
         y_img=ya.img, y_cblk=ya.cblk, y_row=ya.row, y_col=ya.col, c_blocks=cb, out_h=oh, out_w=ow, r=r, s=s,
-        sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1], ur_w=min(8, ow))
+        sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1], ur_w=min(8, ow), pre=pre)
     macs = n * k * oh * ow * r * s
     lw.call("conv_depthwise", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()),
             (out.buffer,), node.layer, parallel=macs > 100_000, macs=macs)
@@ -406,7 +445,9 @@ def emit_depthwise(em: Emitter, env: KernelEnv, p: DepthwiseParams) -> None:
         accs = em.loop(0, p.r, over_kh, [em.vconst(0.0)] * ur, name="kh")
         for px in range(ur):
             v = accs[px] if bias is None else b.fadd(accs[px], bias)
-            em.store_vec(apply_act(em, v, p.act), y, b.add(y_row, b.mul(b.add(ow0, i64(px)), i64(p.y_col))))
+            for act in p.pre:
+                v = apply_act(em, v, act)
+            em.store_vec(v, y, b.add(y_row, b.mul(b.add(ow0, i64(px)), i64(p.y_col))))
 
     def item(it: ir.Value) -> None:
         oh = b.urem(it, i64(p.out_h))

@@ -1,0 +1,69 @@
+"""Epilogues: what a fused convolution or linear layer does to its accumulators before the store.
+
+An epilogue is a tuple of steps applied in order to ``conv(x, w) + bias``: ``add`` reads the next extra operand
+(a residual connection), any other step is a unary activation op applied through its own registered reference.
+This module is the one mechanism shared by ``fused_conv2d`` and ``fused_linear``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnncc.ir.types import TensorType
+from cnncc.ops.registry import NoAttrs, Where, get_op
+
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "hardtanh")
+
+
+@dataclass(frozen=True)
+class EpilogueStep:
+    """``add`` (the next extra operand) or an activation op name with that op's attributes."""
+
+    op: str
+    attrs: Any = NoAttrs()
+
+    def __str__(self) -> str:
+        fields = dataclasses.fields(self.attrs) if dataclasses.is_dataclass(self.attrs) else ()
+        args = ", ".join(f"{f.name}={getattr(self.attrs, f.name)!r}" for f in fields)
+        return f"{self.op}({args})" if args else self.op
+
+
+def residual_count(steps: Sequence[EpilogueStep]) -> int:
+    return sum(1 for s in steps if s.op == "add")
+
+
+def check_epilogue(steps: Sequence[EpilogueStep], out: TensorType, extras: Sequence[TensorType],
+                   where: Where) -> None:
+    """Every step is ``add`` or a known activation; every residual has exactly the output's shape and dtype."""
+    if residual_count(steps) != len(extras):
+        raise where.fail("epilogue operands", f"{residual_count(steps)} add steps but {len(extras)} extra operands")
+    for s in steps:
+        if s.op != "add" and s.op not in ACTIVATIONS:
+            raise where.fail("epilogue step", f"'{s.op}' is not add or an activation ({', '.join(ACTIVATIONS)})")
+        if s.op != "add":
+            get_op(s.op).infer_types([out], s.attrs, where.layer)
+    for t in extras:
+        if t.shape != out.shape or t.dtype != out.dtype:
+            raise where.fail("residual shape", f"residual {t} must match the output {out}")
+
+
+def apply_epilogue(y: np.ndarray, steps: Sequence[EpilogueStep], extras: Sequence[np.ndarray]) -> np.ndarray:
+    """The reference: each step through the registry's numpy references, in the dtype of ``y``."""
+    k = 0
+    for s in steps:
+        if s.op == "add":
+            y = y + np.asarray(extras[k], dtype=y.dtype)
+            k += 1
+        else:
+            y = get_op(s.op).run_reference([y], s.attrs)[0]
+    return y
+
+
+def epilogue_flops(steps: Sequence[EpilogueStep], out: TensorType) -> int:
+    return sum(1 if s.op == "add" else get_op(s.op).flops([out], [out], s.attrs) // max(out.size, 1)
+               for s in steps) * out.size

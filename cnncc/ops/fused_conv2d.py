@@ -1,0 +1,50 @@
+"""fused_conv2d: a convolution with its bias and epilogue (activations, residual adds) in one op.
+
+Produced by the fusion passes (conv-BN folding and epilogue fusion, ``cnncc.passes.fusion``), never by the DSL:
+``y = epilogue(conv2d(x, w) + bias, residuals...)``. Operands: x, weight, bias (always present), then one residual
+per ``add`` step. The backend applies the epilogue to the register accumulators before the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnncc.ir.types import TensorType
+from cnncc.ops import conv2d
+from cnncc.ops.epilogue import EpilogueStep, apply_epilogue, check_epilogue, epilogue_flops
+from cnncc.ops.registry import OpDef, Where, register
+
+
+@dataclass(frozen=True)
+class FusedConv2dAttrs:
+    conv: conv2d.Conv2dAttrs = conv2d.Conv2dAttrs()
+    epilogue: tuple[EpilogueStep, ...] = ()
+
+
+def _infer(types: Sequence[TensorType], a: FusedConv2dAttrs, where: Where) -> Sequence[TensorType]:
+    if len(types) < 3:
+        raise where.fail("operand count", f"expected x, weight, bias and residuals, got {len(types)} operands")
+    out = conv2d.OP.infer(types[:3], a.conv, where)[0]
+    check_epilogue(a.epilogue, out, types[3:], where)
+    return (out,)
+
+
+def _reference(arrays: Sequence[np.ndarray], a: FusedConv2dAttrs) -> np.ndarray:
+    y = conv2d.OP.run_reference(arrays[:3], a.conv)[0]
+    return apply_epilogue(y, a.epilogue, arrays[3:])
+
+
+def _macs(ins: Sequence[TensorType], outs: Sequence[TensorType], a: FusedConv2dAttrs) -> int:
+    return conv2d.OP.macs(ins[:3], outs, a.conv)
+
+
+def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: FusedConv2dAttrs) -> int:
+    return conv2d.OP.flops(ins[:3], outs, a.conv) + epilogue_flops(a.epilogue, outs[0])
+
+
+OP = register(OpDef(name="fused_conv2d", inputs=("x", "weight", "bias"), infer=_infer, reference=_reference,
+                    attrs=FusedConv2dAttrs, macs=_macs, flops=_flops, algorithms=("direct",), variadic=True,
+                    doc=__doc__ or ""))

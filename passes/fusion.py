@@ -1,0 +1,148 @@
+"""Fusion passes for inference: fold batch norm into the preceding convolution or linear layer, then fuse
+activations and residual adds into that layer's epilogue (applied to the accumulators before the store).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnncc.ir import Graph, Node, Value
+from cnncc.ops.epilogue import ACTIVATIONS, EpilogueStep
+from cnncc.ops.fused_conv2d import FusedConv2dAttrs
+from cnncc.ops.fused_linear import FusedLinearAttrs
+from cnncc.ops.registry import NoAttrs
+from cnncc.passes.rewrite import Rewriter, rewrite, single_user
+from cnncc.passmanager import PassContext
+
+LAYERS = ("conv2d", "linear", "fused_conv2d", "fused_linear")
+
+
+def _bias_of(rw: Rewriter, node: Node, channels: int) -> np.ndarray | None:
+    """The layer's bias as an array (zeros when it has none), or None if it is not a parameter."""
+    if node.op in ("conv2d", "linear") and len(node.inputs) < 3:
+        return np.zeros(channels)
+    return rw.array(rw.value(node.inputs[2]))
+
+
+@dataclass(frozen=True)
+class FoldBatchNorm:
+    """conv2d/linear -> batch_norm becomes one conv2d/linear with scaled weights and a shifted bias:
+    w' = w·s, b' = (b − μ)·s + β with s = γ/√(σ² + ε) (per output channel).
+
+    Requires: an inference batch_norm (``training=False``: constant running statistics), parameters for every
+    operand involved, and a layer output read by the batch norm only. Leaves training graphs alone.
+    """
+
+    name: str = "fold-batchnorm"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        count = 0
+
+        def pattern(node: Node, rw: Rewriter) -> bool:
+            nonlocal count
+            layer = node.inputs[0].node if node.op == "batch_norm" and not node.attrs.training else None
+            if layer is None or layer.op not in ("conv2d", "linear") or not single_user(rw, node.inputs[0]):
+                return False
+            stats = [rw.array(rw.value(v)) for v in node.inputs[1:]]
+            w = rw.array(rw.value(layer.inputs[1]))
+            b = _bias_of(rw, layer, layer.outputs[0].shape[1])
+            if w is None or b is None or any(a is None for a in stats):
+                return False
+            gamma, beta, mean, var = stats
+            scale = gamma / np.sqrt(var + node.attrs.eps)
+            shape = (-1,) + (1,) * (w.ndim - 1)
+            new_w = rw.new_param(f"{layer.layer}.weight.bnfold", w * scale.reshape(shape))
+            new_b = rw.new_param(f"{layer.layer}.bias.bnfold", (b - mean) * scale + beta)
+            ops = [rw.value(layer.inputs[0]), new_w, new_b]
+            rw.replace(node.outputs[0], rw.emit(layer.op, ops, layer.attrs, layer.layer))
+            count += 1
+            return True
+
+        out = rewrite(graph, ctx, pattern)
+        if count:
+            ctx.note(self.name, f"folded {count} batch norms into the layer before them")
+        return out
+
+
+def _as_fused(rw: Rewriter, layer: Node) -> tuple[str, list[Value], tuple[EpilogueStep, ...], object]:
+    """(fused op, operands, epilogue so far, base attrs) for a conv2d/linear/fused node (bias made explicit)."""
+    ops = [rw.value(v) for v in layer.inputs]
+    if layer.op in ("fused_conv2d", "fused_linear"):
+        return layer.op, ops, layer.attrs.epilogue, layer.attrs
+    if len(ops) < 3:
+        ops.append(rw.new_param(f"{layer.layer}.bias.zero", np.zeros(layer.outputs[0].shape[1])))
+    op = "fused_conv2d" if layer.op == "conv2d" else "fused_linear"
+    return op, ops, (), layer.attrs
+
+
+def _emit_fused(rw: Rewriter, layer: Node, op: str, ops: list[Value], steps: tuple[EpilogueStep, ...],
+                base: object) -> Value:
+    if op == "fused_conv2d":
+        conv = base.conv if isinstance(base, FusedConv2dAttrs) else base
+        attrs: object = FusedConv2dAttrs(conv=conv, epilogue=steps)
+    else:
+        attrs = FusedLinearAttrs(epilogue=steps)
+    return rw.emit(op, ops, attrs, layer.layer)
+
+
+@dataclass(frozen=True)
+class FuseEpilogue:
+    """An activation, or a residual add, after a conv2d/linear (or an already fused one) joins its epilogue.
+
+    Requires: the layer's output is read by this node only, and the layer's bias is a parameter (or absent). An add
+    is fused only when both operands have the output's shape (no broadcasting) and, for linear layers and grouped
+    convolutions, not at all (``fuse_residual_into`` lists the layer kinds that take residuals).
+    """
+
+    name: str = "fuse-epilogue"
+    fuse_residual_into: tuple[str, ...] = ("dense-conv",)
+
+    def _takes_residual(self, layer: Node) -> bool:
+        conv = layer.attrs.conv if layer.op == "fused_conv2d" else layer.attrs
+        return layer.op in ("conv2d", "fused_conv2d") and conv.groups == 1 and \
+            "dense-conv" in self.fuse_residual_into
+
+    def _producer(self, node: Node, rw: Rewriter) -> tuple[Node, Value | None] | None:
+        """The layer this node can fuse into, and the residual operand (for an add)."""
+        if node.op in ACTIVATIONS:
+            layer = node.inputs[0].node
+            if layer is not None and layer.op in LAYERS and single_user(rw, node.inputs[0]):
+                return layer, None
+            return None
+        if node.op == "add" and node.inputs[0].shape == node.inputs[1].shape == node.outputs[0].shape:
+            for k in (0, 1):
+                layer, other = node.inputs[k].node, node.inputs[1 - k]
+                if layer is not None and layer.op in LAYERS and single_user(rw, node.inputs[k]) and \
+                        self._takes_residual(layer) and other.node is not layer:
+                    return layer, other
+        return None
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        count = 0
+
+        def pattern(node: Node, rw: Rewriter) -> bool:
+            nonlocal count
+            found = self._producer(node, rw)
+            if found is None:
+                return False
+            layer, residual = found
+            op, ops, steps, base = _as_fused(rw, layer)
+            if residual is None:
+                steps = (*steps, EpilogueStep(node.op, node.attrs if node.attrs is not None else NoAttrs()))
+            else:
+                steps, ops = (*steps, EpilogueStep("add")), [*ops, rw.value(residual)]
+            rw.replace(node.outputs[0], _emit_fused(rw, layer, op, ops, steps, base))
+            count += 1
+            return True
+
+        out = graph
+        while True:  # chains (conv -> add -> relu) fuse one step per sweep
+            count_before = count
+            out = rewrite(out, ctx, pattern)
+            if count == count_before:
+                break
+        if count:
+            ctx.note(self.name, f"fused {count} activations/residual adds into layer epilogues")
+        return out
