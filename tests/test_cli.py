@@ -87,3 +87,22 @@ def test_installed_console_script() -> None:
         pytest.fail("the cnncc console script is not installed (pip install -e '.[test]')")
     done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "compiler for convolutional neural networks" in done.stdout
+
+
+def test_opt_prints_passes_and_ir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["opt", "resnet18", "--dump-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "// fold-batchnorm: folded 20 batch norms" in out and "fused_conv2d" in out
+    assert "// 69 nodes -> 24 nodes" in out
+    dumps = sorted(p.name for p in tmp_path.iterdir())
+    assert dumps[0] == "00-input.txt" and any(n.endswith("fuse-epilogue.txt") for n in dumps)
+    assert main(["opt", "lenet5", "-p", "fuse-epilogue", "--print-after", "fuse-epilogue"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("// ----- IR after fuse-epilogue -----") == 1 and "fused_linear[epilogue=(relu)]" in out
+
+
+def test_opt_unknown_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["opt", "lenet5", "-p", "nope"]) == 2
+    assert capsys.readouterr().err.strip() == ("cnncc: error: unknown pass(es) ['nope']; passes are dce, "
+                                               "remove-identities, fold-reshapes, cse, constant-folding, "
+                                               "fold-batchnorm, fuse-epilogue")
