@@ -3,6 +3,7 @@
     cnncc zoo                       list the built-in models
     cnncc show resnet18             summary table (layers, shapes, parameters, MACs) and the IR
     cnncc run lenet5 --batch 4      compile for this CPU and run on seeded random input (or --input x.npy)
+    cnncc plan mobilenet_v2         the arena plan: buffers, offsets, live ranges, timeline, lower bound
     cnncc opt resnet18 --print-after fuse-epilogue    run graph passes, print the IR
 """
 
@@ -58,7 +59,38 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("--dump-dir", metavar="DIR", help="write the IR before and after every pass into DIR")
     opt.add_argument("--batch", type=int, default=1)
     opt.add_argument("--training", action="store_true", help="the training graph (BN/dropout in training mode)")
+    viz = sub.add_parser("viz", help="draw a model's graph (DOT, SVG or HTML)",
+                         description="Draw the graph after a pass of the CPU inference pipeline: per node the layer, "
+                                     "op (fused ops with their epilogue), output shape, convolution algorithm, "
+                                     "physical layout and arena offset. .svg needs Graphviz's `dot`; .html is one "
+                                     "self-contained page (with the drawing when `dot` is installed).")
+    viz.add_argument("model", help=MODEL_HELP)
+    viz.add_argument("--after", default="all", metavar="PASS",
+                     help="none (the DSL graph), a pass of the CPU inference pipeline, or all (default)")
+    viz.add_argument("--batch", type=int, default=1, help="batch size of the drawn graph (default 1)")
+    viz.add_argument("-o", "--output", metavar="FILE", help="graph.dot, graph.svg or graph.html "
+                                                            "(default: DOT text on stdout)")
+    plan = sub.add_parser("plan", help="print a model's memory plan (arena buffers, offsets, live ranges)",
+                          description="Lower a model for this CPU as `cnncc run` compiles it and print its arena plan: "
+                                      "a table of the arena buffers (producer, size, offset, live range of calls), an "
+                                      "ASCII timeline of their lifetimes, and the arena size against the lower bound "
+                                      "(peak live bytes) and the naive sum, with the in-place merges and the weights "
+                                      "blob size.")
+    plan.add_argument("model", help=MODEL_HELP)
+    plan.add_argument("--batch", type=int, default=1, help="the compiled batch (default 1)")
+    plan.add_argument("--unoptimized", action="store_true", help="plan the graph as traced, without graph passes")
     return p
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from cnncc.viz import visualize
+
+    text = visualize(args.model, args.output, after=args.after, batch=args.batch)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {args.output}")
+    return 0
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
@@ -89,6 +121,18 @@ def cmd_opt(args: argparse.Namespace) -> int:
     print(f"// {len(graph.nodes)} nodes -> {len(out.nodes)} nodes; {len(graph.params)} -> {len(out.params)} params")
     if not ctx.print_after:
         print(out.text())
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from cnncc.loader import load_model
+    from cnncc.plan_view import plan_model, print_plan
+
+    if args.batch < 1:
+        raise InputError(f"--batch must be a positive integer, got {args.batch}")
+    model = load_model(args.model)
+    program, report = plan_model(model, args.batch, optimize=not args.unoptimized)
+    print_plan(program, report, f"{model.name} at batch {args.batch}")
     return 0
 
 
@@ -186,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_show(args)
         if args.command == "opt":
             return cmd_opt(args)
+        if args.command == "viz":
+            return cmd_viz(args)
+        if args.command == "plan":
+            return cmd_plan(args)
         return cmd_run(args)
     except CnnccError as e:
         print(f"cnncc: error: {e}", file=sys.stderr)

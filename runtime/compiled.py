@@ -54,6 +54,7 @@ class CompileStats:
     lower_bound: int = 0
     naive_bytes: int = 0
     weights_bytes: int = 0
+    inplace_merges: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -199,6 +200,6 @@ def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = 
         _CACHE[key] = jit(build_module(program, tgt), tgt.machine())
     t2 = time.perf_counter()
     stats = CompileStats(t1 - t0, t2 - t1, cached, report.arena_bytes, report.lower_bound, report.naive_bytes,
-                         len(program.weights))
+                         len(program.weights), report.inplace_merges)
     nthreads = threads if threads is not None else (os.cpu_count() or 1)
     return CompiledModel(graph, program, _CACHE[key], tgt, nthreads, lw.label_ranges, stats)

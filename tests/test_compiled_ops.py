@@ -93,12 +93,15 @@ COMPILED_OPS: set[str] = set()
 
 
 def compile_graph(graph: cnncc.Graph, params: dict[str, np.ndarray], **kw: Any) -> Any:
+    """Compile without the graph passes (unless asked): each op is tested through its own kernel, not fused away."""
     COMPILED_OPS.update(n.op for n in graph.nodes)
+    kw.setdefault("optimize_graph", False)
     return cnncc.compile(graph, params=params, **kw)
 
 
 def compile_model(model: nn.Model, batch: int, **kw: Any) -> Any:
     COMPILED_OPS.update(n.op for n in model.graph(batch).nodes)
+    kw.setdefault("optimize_graph", False)
     return cnncc.compile(model, batch=batch, **kw)
 
 
@@ -1292,3 +1295,76 @@ def test_profile_times_every_kernel_call() -> None:
     assert all(t.seconds >= 0 for t in timings) and sum(t.seconds for t in timings) > 0
     assert sum(t.macs for t in timings) == model.macs(2)
     assert np.array_equal(cm(x), before)  # profiling left the model as it was
+
+
+# --- fused ops: every epilogue shape the fusion passes produce, built directly and through the pipeline --------
+
+EPILOGUES: list[tuple[str, ...]] = [("relu",), ("add",), ("add", "relu"), ("relu", "add"), ("leaky_relu",),
+                                     ("sigmoid", "add", "tanh"), ("relu6",)]
+
+
+def _step(op: str) -> Any:
+    from cnncc.ops.epilogue import EpilogueStep
+    from cnncc.ops.leaky_relu import LeakyReluAttrs
+
+    return EpilogueStep(op, LeakyReluAttrs(0.2)) if op == "leaky_relu" else EpilogueStep(op)
+
+
+@covers("fused_conv2d")
+@pytest.mark.parametrize("steps", EPILOGUES, ids=["-".join(s) for s in EPILOGUES])
+@pytest.mark.parametrize("channels", [(16, 32), (5, 19)], ids=["c16-k32", "c5-k19"])
+def test_fused_conv2d_epilogues(steps: tuple[str, ...], channels: tuple[int, int]) -> None:
+    from cnncc.ops.conv2d import Conv2dAttrs
+    from cnncc.ops.fused_conv2d import FusedConv2dAttrs
+
+    c, k = channels
+    b = GraphBuilder("fused")
+    x = b.input("x", (3, c, 9, 7))
+    w, bias = b.param("w", (k, c, 3, 3)), b.param("b", (k,))
+    operands = [x, w, bias]
+    if "add" in steps:
+        operands.append(b.input("res", (3, k, 9, 7)))
+    attrs = FusedConv2dAttrs(Conv2dAttrs(stride=(1, 1), padding=(1, 1, 1, 1)), tuple(_step(s) for s in steps))
+    b.output(b.apply("fused_conv2d", operands, attrs, layer="conv"))
+    g = b.build()
+    rng = np.random.default_rng(4)
+    params = {"w": rng.standard_normal((k, c, 3, 3)).astype(np.float32) * 0.3,
+              "b": rng.standard_normal(k).astype(np.float32)}
+    feeds = {v.name: rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs}
+    cm = compile_graph(g, params, batch=3)
+    want = interpret(g, feeds, params)["output0"]
+    assert_matches(cm.run(feeds)["output0"], want, TOL_EXP if "sigmoid" in steps else TOL_REDUCTION, str(steps))
+    small = {n: a[:1] for n, a in feeds.items()}
+    assert_matches(cm.run(small)["output0"], want[:1], TOL_EXP if "sigmoid" in steps else TOL_REDUCTION, "batch 1")
+
+
+@covers("fused_conv2d", "fused_linear")
+def test_fusion_pipeline_compiles_like_the_interpreter() -> None:
+    """conv -> BN -> add -> ReLU, depthwise -> BN -> ReLU6 and linear -> sigmoid through cnncc.compile's pipeline."""
+    x = nn.Input((8, 6, 6), seed=3)
+    y = nn.BatchNorm(name="bn1")(nn.Conv2d(8, 3, padding=1, bias=False, name="conv1")(x))
+    y = nn.ReLU(name="relu1")(nn.Add(name="add")([y, x]))
+    y = nn.ReLU6(name="r6")(nn.BatchNorm(name="bn2")(nn.Conv2d(8, 3, padding=1, groups=8, name="dw")(y)))
+    y = nn.Sigmoid(name="sig")(nn.Linear(7, name="fc")(nn.Flatten(name="flat")(y)))
+    model = randomize_bn(nn.Model(x, y, name="pipeline"))
+    cm = cnncc.compile(model, batch=2)
+    fused = [n.op for n in cm.graph.nodes]
+    COMPILED_OPS.update(fused)
+    assert fused.count("fused_conv2d") == 2 and "fused_linear" in fused and "batch_norm" not in fused, fused
+    for n in (2, 1):
+        xin = randn(n, 8, 6, 6)
+        assert_matches(cm(xin), model(xin), TOL_EXP, f"batch {n}")
+
+
+@covers("fused_linear")
+def test_fused_linear_rejects_a_residual() -> None:
+    from cnncc.codegen.lower import Unsupported
+    from cnncc.ops.fused_linear import FusedLinearAttrs
+
+    b = GraphBuilder("fl")
+    x = b.input("x", (2, 6))
+    r = b.input("r", (2, 4))
+    b.output(b.apply("fused_linear", [x, b.param("w", (4, 6)), b.param("b", (4,)), r],
+                     FusedLinearAttrs((_step("add"),)), layer="fc"))
+    with pytest.raises(Unsupported, match=re.escape("layer 'fc': residual adds are not fused into linear layers")):
+        compile_graph(b.build(), {"w": np.ones((4, 6), np.float32), "b": np.zeros(4, np.float32)})

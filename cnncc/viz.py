@@ -1,0 +1,565 @@
+"""Pictures of a model's graph: ``cnncc viz`` writes Graphviz DOT, SVG (through Graphviz's ``dot``) or one HTML page.
+
+The graph is the model's DSL graph taken through the CPU inference pipeline up to a named pass (``after``: ``none``
+for the DSL graph, a pass name, or ``all``). Every node shows its layer, its op (a fused op with its epilogue, e.g.
+``fused_conv2d + add + relu``) and its output shape; when the graph lowers for this CPU, also the convolution
+algorithm the lowering chose (``direct``, ``depthwise``), the physical layout of the output (blocked ``NCHW16c`` or
+plain) and its place in the planned arena. Nodes whose layer names share a dotted prefix (``layer1.0.conv1``,
+``layer1.0.conv2``) are drawn inside one cluster, at most two levels deep.
+
+The DOT text is written here by hand (no graphviz Python package). The CPU backend is imported lazily, only to
+read placements and arena offsets: importing this module imports no backend.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnncc.errors import CnnccError
+from cnncc.ir import Graph, Layout, Value, ValueKind
+from cnncc.ir.printer import format_attrs
+
+FORMATS = ("dot", "svg", "html")
+MAX_CLUSTER_DEPTH = 2
+
+# op kind -> (fill colour, legend text); the first matching kind wins
+KINDS: dict[str, tuple[str, str]] = {
+    "conv": ("#cfe2ff", "convolution"),
+    "linear": ("#e2d5f8", "linear"),
+    "pool": ("#d3f0d3", "pooling"),
+    "act": ("#ffe2bf", "activation"),
+    "binary": ("#fff2a8", "add / multiply / concat"),
+    "norm": ("#f9d3e0", "normalization / dropout"),
+    "shape": ("#e4e7eb", "reshape / layout"),
+    "head": ("#f6c9c9", "softmax / loss"),
+    "io": ("#ffffff", "graph input / output"),
+}
+_KIND_OPS = {
+    "conv": ("conv2d", "fused_conv2d"),
+    "linear": ("linear", "fused_linear"),
+    "pool": ("max_pool2d", "avg_pool2d", "global_avg_pool"),
+    "act": ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "hardtanh", "prelu"),
+    "binary": ("add", "multiply", "concat", "sub", "div"),
+    "norm": ("batch_norm", "dropout"),
+    "shape": ("flatten", "reshape", "transpose"),
+    "head": ("softmax", "log_softmax", "cross_entropy", "nll", "mse"),
+}
+
+
+def op_kind(op: str) -> str:
+    for kind, ops in _KIND_OPS.items():
+        if op in ops:
+            return kind
+    return "shape"
+
+
+def fmt_bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f}".removesuffix(".0") + " KiB"
+    return f"{n / 1024 / 1024:.2f} MiB"
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape)) if shape else "scalar"
+
+
+@dataclass
+class VNode:
+    """One drawn box: a graph node, a graph input or a graph output."""
+
+    id: str
+    layer: str
+    op: str  # with the epilogue of a fused op
+    shape: str
+    kind: str
+    algorithm: str = ""
+    layout: str = ""
+    place: str = ""  # "arena", "input", "output" (the buffer's space)
+    offset: int = -1
+    nbytes: int = 0
+    detail: str = ""  # the op's attributes as the IR prints them (tooltip, HTML table)
+    inputs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VEdge:
+    src: str
+    dst: str
+    residual: bool = False  # the operand of an epilogue ``add`` step
+
+
+@dataclass
+class Cluster:
+    prefix: str
+    nodes: list[str] = field(default_factory=list)
+    children: list[Cluster] = field(default_factory=list)
+
+
+@dataclass
+class View:
+    """Everything a picture shows, independent of the output format."""
+
+    model: str
+    after: str
+    stage: str  # a sentence: which passes ran
+    batch: int
+    nodes: list[VNode]
+    edges: list[VEdge]
+    clusters: list[Cluster]
+    graph_nodes: int
+    arena_bytes: int | None = None
+    vector_width: int | None = None
+    note: str = ""  # why there is no physical information, if there is none
+    pass_log: list[str] = field(default_factory=list)
+
+
+# -- building the view -----------------------------------------------------------------------------------------------
+def pipeline_names() -> list[str]:
+    from cnncc.passes import cpu_inference
+
+    return [p.name for p in cpu_inference()]
+
+
+def stage_names() -> list[str]:
+    """What ``after`` accepts: none, each pass of the CPU inference pipeline, all."""
+    return ["none", *pipeline_names(), "all"]
+
+
+def optimized_graph(graph: Graph, params: Mapping[str, np.ndarray], after: str = "all"
+                    ) -> tuple[Graph, dict[str, np.ndarray], str, list[str]]:
+    """``graph`` after the pass ``after`` of the CPU inference pipeline; returns graph, weights, a description of
+    the stage and the passes' log."""
+    from cnncc.passes import cpu_inference
+    from cnncc.passmanager import PassContext, run_passes
+
+    passes = cpu_inference()
+    names = [p.name for p in passes]
+    if after not in ("none", "all", *names):
+        raise CnnccError(f"unknown pass '{after}' for --after; valid names: {', '.join(stage_names())}")
+    if after == "none":
+        return graph, dict(params), "the DSL graph, before any pass", []
+    upto = len(passes) if after == "all" else names.index(after) + 1
+    ctx = PassContext(dict(params))
+    out = run_passes(graph, passes[:upto], ctx)
+    what = ("after the whole CPU inference pipeline" if upto == len(passes)
+            else f"after {after} (pass {upto} of {len(passes)} of the CPU inference pipeline)")
+    return out, ctx.params, what, ctx.log
+
+
+def op_text(node: Any) -> str:
+    steps = getattr(node.attrs, "epilogue", None)
+    if isinstance(steps, tuple) and steps:
+        return " + ".join([node.op, *(str(s) for s in steps)])
+    return str(node.op)
+
+
+def _residual_operands(node: Any) -> set[int]:
+    """Operand positions read by epilogue ``add`` steps (fused ops: x, w, b, then the residuals)."""
+    steps = getattr(node.attrs, "epilogue", None)
+    if isinstance(steps, tuple) and any(getattr(s, "op", "") == "add" for s in steps):
+        return set(range(3, len(node.inputs)))
+    return set()
+
+
+def _layout_text(p: Any, v: Value) -> str:
+    """The physical layout of a placed value: blocked NCHW{W}c, or plain in the value's logical axis order."""
+    if p.blocked:
+        text = f"NCHW{p.addr.cb}c"
+    elif len(v.shape) == 4 and v.type.layout in (Layout.NCHW, Layout.NHWC):
+        text = f"plain {v.type.layout.value}"
+    else:
+        text = "plain"
+    if any(p.halo):
+        text += " +halo"
+    return text
+
+
+@dataclass
+class _Physical:
+    placed: dict[Value, Any]
+    algorithm: dict[Value, str]
+    arena_bytes: int
+    width: int
+
+
+def physical(graph: Graph, params: Mapping[str, np.ndarray]) -> _Physical:
+    """Lower ``graph`` for this CPU and plan the arena (the CPU backend, imported here only)."""
+    from cnncc.codegen.lower import Lowering
+    from cnncc.codegen.target import Target
+    from cnncc.passes.memory_plan import plan_arena
+
+    lw = Lowering(graph, params, Target.host())
+    program = lw.run()
+    plan_arena(program)
+    writer: dict[int, list[str]] = {}
+    for call in program.calls:
+        for buf in call.writes:
+            writer.setdefault(id(buf), []).append(call.kernel)
+    algorithm: dict[Value, str] = {}
+    for node in graph.nodes:
+        for v in node.outputs:
+            p = lw.placed.get(v)
+            if p is None:
+                continue
+            for kernel in writer.get(id(p.buffer), ()):
+                if kernel.startswith("conv_"):
+                    algorithm[v] = kernel.removeprefix("conv_")
+    return _Physical(lw.placed, algorithm, program.arena_bytes, lw.width)
+
+
+def _clusters(layers: dict[str, str]) -> list[Cluster]:
+    """Nest node ids by dotted layer prefix: a prefix shared by 2+ nodes is a cluster, unless it holds exactly the
+    nodes of its parent cluster; at most ``MAX_CLUSTER_DEPTH`` levels."""
+    members: dict[str, list[str]] = {}
+    for nid, layer in layers.items():
+        parts = layer.split(".")
+        for k in range(1, len(parts)):
+            members.setdefault(".".join(parts[:k]), []).append(nid)
+    chosen: dict[str, int] = {}  # prefix -> depth
+    for prefix in sorted(members, key=lambda p: p.count(".")):
+        ids = members[prefix]
+        if len(ids) < 2:
+            continue
+        parent = max((q for q in chosen if prefix.startswith(q + ".")), key=len, default=None)
+        depth = chosen[parent] + 1 if parent is not None else 1
+        if parent is not None and set(members[parent]) == set(ids):
+            continue
+        if depth > MAX_CLUSTER_DEPTH:
+            continue
+        chosen[prefix] = depth
+    clusters = {p: Cluster(p) for p in chosen}
+    roots: list[Cluster] = []
+    for p in sorted(chosen, key=lambda q: (q.count("."), q)):
+        parent = max((q for q in chosen if p.startswith(q + ".")), key=len, default=None)
+        (clusters[parent].children if parent is not None else roots).append(clusters[p])
+    for nid, layer in layers.items():
+        home = max((q for q in chosen if layer.startswith(q + ".")), key=len, default=None)
+        if home is not None:
+            clusters[home].nodes.append(nid)
+    return roots
+
+
+def build_view(model: Any, after: str = "all", batch: int = 1, lower: bool = True) -> View:
+    """The picture's content for a DSL model (``lower=False`` skips layouts and arena offsets)."""
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise CnnccError(f"viz: batch must be a positive integer, got {batch!r}")
+    graph, params, stage, log = optimized_graph(model.graph(batch), model.params, after)
+    phys: _Physical | None = None
+    note = ""
+    if lower:
+        try:
+            phys = physical(graph, params)
+        except CnnccError as e:
+            note = f"no CPU lowering for this graph, so no layouts or arena offsets: {e}"
+    names: dict[Value, str] = {}
+    nodes: list[VNode] = []
+    edges: list[VEdge] = []
+
+    def fill(vn: VNode, v: Value) -> None:
+        if phys is None:
+            return
+        p = phys.placed.get(v)
+        if p is None:
+            return
+        vn.layout = _layout_text(p, v)
+        vn.place = p.buffer.space.value
+        vn.offset, vn.nbytes = p.buffer.offset, p.buffer.nbytes
+        vn.algorithm = phys.algorithm.get(v, "")
+
+    for i, v in enumerate(graph.inputs):
+        vn = VNode(f"in{i}", v.name, "input", fmt_shape(v.shape), "io", detail=str(v.type))
+        fill(vn, v)
+        nodes.append(vn)
+        names[v] = vn.id
+    for i, node in enumerate(graph.nodes):
+        out = node.outputs[0] if node.outputs else None
+        shapes = ", ".join(fmt_shape(o.shape) for o in node.outputs)
+        vn = VNode(f"n{i}", node.layer, op_text(node), shapes, op_kind(node.op),
+                   detail=f"{node.op}{format_attrs(node.attrs)} : " + ", ".join(str(o.type) for o in node.outputs))
+        if out is not None:
+            fill(vn, out)
+        residual = _residual_operands(node)
+        for k, v in enumerate(node.inputs):
+            if v.kind is ValueKind.PARAM:
+                continue
+            if v in names:
+                edges.append(VEdge(names[v], vn.id, k in residual))
+                vn.inputs.append(names[v])
+        for o in node.outputs:
+            names[o] = vn.id
+        nodes.append(vn)
+    for i, (name, v) in enumerate(zip(graph.output_names, graph.outputs, strict=True)):
+        vn = VNode(f"out{i}", name, "output", fmt_shape(v.shape), "io", place="output", detail=str(v.type))
+        if phys is not None and v in phys.placed:
+            vn.layout = "plain"
+        if v in names:
+            edges.append(VEdge(names[v], vn.id))
+            vn.inputs.append(names[v])
+        nodes.append(vn)
+    clusters = _clusters({f"n{i}": n.layer for i, n in enumerate(graph.nodes)})
+    return View(model=graph.name, after=after, stage=stage, batch=batch, nodes=nodes, edges=edges,
+                clusters=clusters, graph_nodes=len(graph.nodes),
+                arena_bytes=phys.arena_bytes if phys else None, vector_width=phys.width if phys else None,
+                note=note, pass_log=log)
+
+
+# -- DOT -------------------------------------------------------------------------------------------------------------
+def _q(s: str) -> str:
+    """A DOT quoted string."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _h(s: str) -> str:
+    """Text inside a DOT HTML-like label."""
+    return html.escape(s, quote=True)
+
+
+def _place_text(n: VNode, exact: bool = False) -> str:
+    if n.place == "arena" and n.offset >= 0:
+        if exact:
+            return f"arena @{n.offset:,} ({n.nbytes:,} B)"
+        return f"arena {fmt_bytes(n.nbytes)} @ {n.offset:,}"
+    if n.place in ("input", "output"):
+        return f"caller's {n.place} array"
+    return ""
+
+
+def _node_label(n: VNode) -> str:
+    rows = [f'<B>{_h(n.layer)}</B>']
+    if n.kind == "io":
+        rows.append(f'<FONT POINT-SIZE="10">graph {_h(n.op)} · {_h(n.shape)}</FONT>')
+    else:
+        rows.append(_h(n.op))
+        rows.append(f'<FONT POINT-SIZE="10">{_h(n.shape)}</FONT>')
+    extra = " · ".join(x for x in (n.algorithm, n.layout) if x)
+    if extra:
+        rows.append(f'<FONT POINT-SIZE="10" COLOR="#1f3b73">{_h(extra)}</FONT>')
+    place = _place_text(n)
+    if place and n.kind != "io":
+        rows.append(f'<FONT POINT-SIZE="9" COLOR="#555555">{_h(place)}</FONT>')
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
+            + "".join(f"<TR><TD>{r}</TD></TR>" for r in rows) + "</TABLE>>")
+
+
+def _header_label(view: View) -> str:
+    kinds = [k for k in KINDS if k != "io" and any(n.kind == k for n in view.nodes)]
+    title = f'<FONT POINT-SIZE="18"><B>{_h(view.model)}</B></FONT>'
+    facts = [view.stage, f"{view.graph_nodes} nodes", f"batch {view.batch}"]
+    if view.arena_bytes is not None:
+        facts.append(f"arena {fmt_bytes(view.arena_bytes)} ({view.arena_bytes:,} B)")
+    swatches = "".join(f'<TD BGCOLOR="{KINDS[k][0]}" BORDER="1">{_h(KINDS[k][1])}</TD>' for k in kinds)
+    if any(e.residual for e in view.edges):
+        swatches += '<TD><FONT COLOR="#b05a00">- - &#8594; residual (epilogue add)</FONT></TD>'
+        kinds.append("residual")
+    rows = [f"<TR><TD COLSPAN=\"{max(len(kinds), 1)}\">{title}</TD></TR>",
+            f'<TR><TD COLSPAN="{max(len(kinds), 1)}">{_h(" · ".join(facts))}</TD></TR>']
+    if view.note:
+        rows.append(f'<TR><TD COLSPAN="{max(len(kinds), 1)}"><FONT COLOR="#a04000">{_h(view.note)}</FONT></TD></TR>')
+    if swatches:
+        rows.append(f"<TR>{swatches}</TR>")
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="4" CELLPADDING="3">' + "".join(rows) + "</TABLE>>")
+
+
+def to_dot(view: View) -> str:
+    """The view as a Graphviz digraph; one statement per line."""
+    lines = [f"digraph {_q(view.model)} {{",
+             f'  graph [rankdir=TB, fontname="Helvetica", fontsize=12, labelloc=t, labeljust=c, nodesep=0.35, '
+             f'ranksep=0.3, newrank=true, label={_header_label(view)}];',
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, color="#4a4a4a", '
+             'penwidth=1.0, margin="0.12,0.05"];',
+             '  edge [color="#5a5a5a", arrowsize=0.7, penwidth=1.1];']
+    by_id = {n.id: n for n in view.nodes}
+    in_cluster: set[str] = set()
+
+    def collect(c: Cluster) -> None:
+        in_cluster.update(c.nodes)
+        for ch in c.children:
+            collect(ch)
+
+    for c in view.clusters:
+        collect(c)
+
+    def node_stmt(n: VNode, indent: str) -> str:
+        attrs = [f"label={_node_label(n)}", f'fillcolor="{KINDS[n.kind][0]}"', f"tooltip={_q(n.detail)}"]
+        if n.kind == "io":
+            attrs += ["shape=box", 'style="rounded,bold"', "penwidth=1.6"]
+        return f"{indent}{n.id} [{', '.join(attrs)}];"
+
+    counter = iter(range(10**9))
+
+    def cluster_lines(c: Cluster, depth: int) -> list[str]:
+        ind = "  " * (depth + 1)
+        fill = "#f5f7fa" if depth == 1 else "#e9eef5"
+        out = [f"{ind}subgraph cluster_{next(counter)} {{",
+               f'{ind}  graph [label={_q(c.prefix)}, style="rounded,filled", fillcolor="{fill}", color="#9aa5b1", '
+               f'fontsize=13, fontname="Helvetica-Bold", labeljust=l, margin=10];']
+        for ch in c.children:
+            out += cluster_lines(ch, depth + 1)
+        out += [node_stmt(by_id[nid], ind + "  ") for nid in c.nodes]
+        out.append(f"{ind}}}")
+        return out
+
+    ins = [n for n in view.nodes if n.id.startswith("in")]
+    outs = [n for n in view.nodes if n.id.startswith("out")]
+    for n in view.nodes:
+        if n.id not in in_cluster and n not in outs:
+            lines.append(node_stmt(n, "  "))
+    for c in view.clusters:
+        lines += cluster_lines(c, 1)
+    for n in outs:
+        lines.append(node_stmt(n, "  "))
+    if len(ins) > 1:
+        lines.append("  { rank=source; " + " ".join(n.id for n in ins) + " }")
+    for e in view.edges:
+        style = ' [style=dashed, color="#b05a00", tooltip="residual (epilogue add)"]' if e.residual else ""
+        lines.append(f"  {e.src} -> {e.dst}{style};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# -- SVG and HTML ----------------------------------------------------------------------------------------------------
+def have_dot() -> bool:
+    return shutil.which("dot") is not None
+
+
+def _dot_program() -> str:
+    exe = shutil.which("dot")
+    if exe is None:
+        raise CnnccError("SVG output needs Graphviz's `dot` program, which is not installed: install Graphviz "
+                         "(Debian/Ubuntu package `graphviz`) or write .dot or .html instead")
+    return exe
+
+
+def dot_to_svg(dot: str) -> str:
+    """Render DOT text with Graphviz's ``dot -Tsvg``."""
+    exe = _dot_program()
+    try:
+        done = subprocess.run([exe, "-Tsvg"], input=dot, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CnnccError(f"Graphviz dot failed: {e}") from e
+    if done.returncode != 0:
+        raise CnnccError(f"Graphviz dot failed (exit {done.returncode}): {done.stderr.strip()[:2000]}")
+    return done.stdout
+
+
+def _inline_svg(svg: str) -> str:
+    """Graphviz SVG as an element of an HTML5 page: no XML prolog, doctype or namespace URLs."""
+    start = svg.find("<svg")
+    svg = svg[start:] if start >= 0 else svg
+    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
+    return svg
+
+
+_CSS = """
+body { font-family: Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
+header h1 { margin: 0 0 .2em 0; font-size: 1.6em; }
+header p { margin: .2em 0; color: #444; }
+.graph { overflow: auto; border: 1px solid #ccd; padding: .5em; margin: 1em 0; background: #fff; }
+table { border-collapse: collapse; font-size: .9em; }
+th, td { border: 1px solid #ccd; padding: .25em .5em; text-align: left; vertical-align: top; }
+th { background: #eef1f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.note { color: #a04000; }
+ul.log { color: #444; font-size: .9em; }
+.legend span { display: inline-block; padding: .1em .5em; margin-right: .3em; border: 1px solid #999;
+  border-radius: 3px; font-size: .85em; }
+"""
+
+
+def to_html(view: View, svg: str | None = None) -> str:
+    """One self-contained page: header, the SVG inlined (when given), and a table of the nodes."""
+    e = html.escape
+    facts = [f"--after {view.after}: {view.stage}", f"{view.graph_nodes} nodes", f"batch {view.batch}"]
+    if view.arena_bytes is not None:
+        facts.append(f"arena {fmt_bytes(view.arena_bytes)} ({view.arena_bytes:,} bytes)")
+    if view.vector_width is not None:
+        facts.append(f"CPU vector width {view.vector_width} floats")
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>cnncc viz: {e(view.model)} ({e(view.after)})</title>", f"<style>{_CSS}</style>", "</head>",
+             "<body>", "<header>", f"<h1>{e(view.model)}</h1>", f"<p>{e(' · '.join(facts))}</p>"]
+    if view.note:
+        parts.append(f'<p class="note">{e(view.note)}</p>')
+    kinds = [k for k in KINDS if any(n.kind == k for n in view.nodes)]
+    parts.append('<p class="legend">' + "".join(
+        f'<span style="background:{KINDS[k][0]}">{e(KINDS[k][1])}</span>' for k in kinds) + "</p>")
+    if view.pass_log:
+        parts.append('<ul class="log">' + "".join(f"<li>{e(x)}</li>" for x in view.pass_log) + "</ul>")
+    parts.append("</header>")
+    if svg is not None:
+        parts.append(f'<div class="graph">{_inline_svg(svg)}</div>')
+    else:
+        parts.append('<p class="note">Graphviz (`dot`) is not installed, so this page has no drawing; install the '
+                     "Graphviz package to get one. The nodes follow in graph order.</p>")
+    layer_of = {n.id: n.layer for n in view.nodes}
+    group: dict[str, str] = {}
+
+    def walk(c: Cluster) -> None:
+        for nid in c.nodes:
+            group[nid] = c.prefix
+        for ch in c.children:
+            walk(ch)
+
+    for c in view.clusters:
+        walk(c)
+    parts.append("<table>")
+    parts.append("<tr><th>#</th><th>group</th><th>layer</th><th>op</th><th>output shape</th><th>algorithm</th>"
+                 "<th>layout</th><th>memory</th><th>inputs</th><th>attributes</th></tr>")
+    for i, n in enumerate(view.nodes):
+        parts.append(
+            f'<tr style="background:{KINDS[n.kind][0]}"><td class="num">{i}</td><td>{e(group.get(n.id, ""))}</td>'
+            f"<td><b>{e(n.layer)}</b></td><td>{e(n.op)}</td><td>{e(n.shape)}</td><td>{e(n.algorithm)}</td>"
+            f"<td>{e(n.layout)}</td><td>{e(_place_text(n, exact=True))}</td>"
+            f"<td>{e(', '.join(layer_of[x] for x in n.inputs))}</td><td><code>{e(n.detail)}</code></td></tr>")
+    parts += ["</table>", "</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+# -- the command -----------------------------------------------------------------------------------------------------
+def output_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise CnnccError(f"cannot tell the picture format of '{path}': name the output file .dot (Graphviz text), "
+                         ".svg (needs Graphviz) or .html (one self-contained page)")
+    return suffix
+
+
+def render(view: View, fmt: str) -> str:
+    if fmt == "dot":
+        return to_dot(view)
+    if fmt == "svg":
+        return dot_to_svg(to_dot(view))
+    if fmt == "html":
+        return to_html(view, dot_to_svg(to_dot(view)) if have_dot() else None)
+    raise CnnccError(f"unknown picture format '{fmt}'; formats: {', '.join(FORMATS)}")
+
+
+def visualize(spec: str, output: str | None = None, after: str = "all", batch: int = 1) -> str:
+    """``cnncc viz``: load the model ``spec``, draw it and write ``output`` (DOT text is returned when None)."""
+    from cnncc.loader import load_model
+
+    fmt = output_format(output) if output is not None else "dot"
+    if fmt == "svg":
+        _dot_program()  # the "install Graphviz" error comes before any work
+    view = build_view(load_model(spec), after, batch)
+    text = render(view, fmt)
+    if output is not None:
+        try:
+            Path(output).write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise CnnccError(f"cannot write '{output}': {e}") from e
+    return text
+
+
+__all__ = ["FORMATS", "View", "build_view", "dot_to_svg", "have_dot", "output_format", "render", "stage_names",
+           "to_dot", "to_html", "visualize"]
