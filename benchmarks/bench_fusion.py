@@ -63,7 +63,8 @@ def main() -> None:
                    "max_rel_error": err}
             rows.append(row)
             print(f"{name:9s} t{threads}: unfused {a['min_ms']:8.2f} ms  fused {b['min_ms']:8.2f} ms (min)  "
-                  f"gain {row['gain_pct']:5.1f}% (min) {row['gain_median_pct']:5.1f}% (median)  kernels {row['kernels_unfused']} -> {row['kernels_fused']}  "
+                  f"gain {row['gain_pct']:5.1f}% (min) {row['gain_median_pct']:5.1f}% (median)"
+                  f"  kernels {row['kernels_unfused']} -> {row['kernels_fused']}  "
                   f"arena {row['arena_unfused'] / 1e6:.1f} -> {row['arena_fused'] / 1e6:.1f} MB  err {err:.1e}",
                   flush=True)
     out = Path(__file__).parent / "results"
