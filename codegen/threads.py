@@ -58,20 +58,23 @@ def _pinner():  # noqa: ANN202
     return mod, ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int32)(mod.address("pin_workers"))
 
 
-_PINNED: set[int] = set()
+_PINNED: set[tuple[int, int]] = set()
 _LOCK = threading.Lock()
 
 
 def pin_workers(nthreads: int) -> None:
-    """Pin workers 1..n-1 of an ``nthreads`` team to distinct CPUs (once per team size; thread-safe)."""
-    if nthreads <= 1 or nthreads in _PINNED:
+    """Pin workers 1..n-1 of an ``nthreads`` team to distinct CPUs, once per (calling thread, team size): libgomp
+    keeps one worker pool per thread that starts parallel regions. Thread-safe. (A thread id reused by a new
+    Python thread may skip pinning: that costs speed only.)"""
+    key = (threading.get_ident(), nthreads)
+    if nthreads <= 1 or key in _PINNED:
         return
     with _LOCK:
-        if nthreads in _PINNED:
+        if key in _PINNED:
             return
         allowed = sorted(os.sched_getaffinity(0))
         cpus = (ctypes.c_int64 * nthreads)(*[allowed[k % len(allowed)] for k in range(nthreads)])
         module, fn = _pinner()
         fn(cpus, nthreads)
-        _PINNED.add(nthreads)
+        _PINNED.add(key)
         del module

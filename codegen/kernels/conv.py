@@ -360,7 +360,7 @@ def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
             _epilogue(em, env, p, tile.accumulate(ur, ow0), ur, y_item, ow0, kg, r_item)
 
         em.each(0, full, main, name="tile")
-        if ur > 1:
+        if ur > 1 and (p.out_w == 0 or p.out_w % ur):  # no tail code when the tile divides the row
             em.each(b.mul(full, i64(ur)), out_w,
                     lambda ow0: _epilogue(em, env, p, tile.accumulate(1, ow0), 1, y_item, ow0, kg, r_item),
                     name="tail")
