@@ -288,26 +288,27 @@ class Dropout(Layer):
         return f"p={self.p}"
 
 
-class Add(Layer):
+class _Binary(Layer):
+    """An elementwise op of two tensors with NumPy broadcasting."""
+
+    op = ""
+
+    def emit(self, ctx: LayerContext, inputs: list[Value]) -> Value:
+        if len(inputs) != 2:
+            raise self.where().fail("operand count", f"{type(self).__name__} takes 2 tensors, got {len(inputs)}")
+        return ctx.apply(self.op, inputs)
+
+
+class Add(_Binary):
     """Elementwise sum of two tensors with broadcasting (residual connections)."""
 
-    kind = "add"
-
-    def emit(self, ctx: LayerContext, inputs: list[Value]) -> Value:
-        if len(inputs) != 2:
-            raise self.where().fail("operand count", f"Add takes 2 tensors, got {len(inputs)}")
-        return ctx.apply("add", inputs)
+    kind = op = "add"
 
 
-class Multiply(Layer):
+class Multiply(_Binary):
     """Elementwise product with broadcasting (channel scaling such as squeeze-and-excitation)."""
 
-    kind = "multiply"
-
-    def emit(self, ctx: LayerContext, inputs: list[Value]) -> Value:
-        if len(inputs) != 2:
-            raise self.where().fail("operand count", f"Multiply takes 2 tensors, got {len(inputs)}")
-        return ctx.apply("multiply", inputs)
+    kind = op = "multiply"
 
 
 class Concat(Layer):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cnncc.ir import Graph, Node
 from cnncc.ops import get_op
-from cnncc.passes.rewrite import Rewriter, prune, rewrite
+from cnncc.passes.rewrite import Rewriter, prune, rewrite_noting
 from cnncc.passmanager import PassContext
 
 
@@ -44,20 +44,13 @@ class RemoveIdentities:
     name: str = "remove-identities"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        count = 0
-
         def pattern(node: Node, rw: Rewriter) -> bool:
-            nonlocal count
             if _is_identity(node) and node.inputs[0].type == node.outputs[0].type:
                 rw.replace(node.outputs[0], rw.value(node.inputs[0]))
-                count += 1
                 return True
             return False
 
-        out = rewrite(graph, ctx, pattern)
-        if count:
-            ctx.note(self.name, f"removed {count} identity ops")
-        return out
+        return rewrite_noting(graph, ctx, pattern, self.name, "removed {n} identity ops")[0]
 
 
 @dataclass(frozen=True)
@@ -70,10 +63,7 @@ class FoldReshapes:
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         from cnncc.ops.reshape import ReshapeAttrs
 
-        count = 0
-
         def pattern(node: Node, rw: Rewriter) -> bool:
-            nonlocal count
             src = node.inputs[0].node if node.op in ("reshape", "flatten") else None
             if src is None or src.op not in ("reshape", "flatten"):
                 return False
@@ -81,13 +71,9 @@ class FoldReshapes:
                 src = src.inputs[0].node  # to the start of the chain
             new = rw.emit("reshape", [rw.value(src.inputs[0])], ReshapeAttrs(shape=node.outputs[0].shape), node.layer)
             rw.replace(node.outputs[0], new)
-            count += 1
             return True
 
-        out = rewrite(graph, ctx, pattern)
-        if count:
-            ctx.note(self.name, f"folded {count} reshape chains")
-        return out
+        return rewrite_noting(graph, ctx, pattern, self.name, "folded {n} reshape chains")[0]
 
 
 @dataclass(frozen=True)
@@ -99,25 +85,18 @@ class CommonSubexpressions:
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         seen: dict[tuple[object, ...], Node] = {}
-        count = 0
-
         def pattern(node: Node, rw: Rewriter) -> bool:
-            nonlocal count
             if node.op == "dropout" and node.attrs.training:
                 return False
             key = (node.op, node.attrs, tuple(id(rw.value(v)) for v in node.inputs))
             if key in seen:
                 for o, first in zip(node.outputs, seen[key].outputs, strict=True):
                     rw.replace(o, rw.value(first))
-                count += 1
                 return True
             seen[key] = node
             return False
 
-        out = rewrite(graph, ctx, pattern)
-        if count:
-            ctx.note(self.name, f"merged {count} duplicate nodes")
-        return out
+        return rewrite_noting(graph, ctx, pattern, self.name, "merged {n} duplicate nodes")[0]
 
 
 @dataclass(frozen=True)
@@ -128,19 +107,12 @@ class ConstantFolding:
     name: str = "constant-folding"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        count = 0
-
         def pattern(node: Node, rw: Rewriter) -> bool:
-            nonlocal count
             arrays = [rw.array(rw.value(v)) for v in node.inputs]
             if not arrays or any(a is None for a in arrays) or node.op == "dropout" or len(node.outputs) != 1:
                 return False
             result = get_op(node.op).run_reference([a.astype("float32") for a in arrays], node.attrs)[0]
             rw.replace(node.outputs[0], rw.new_param(f"{node.layer}.const", result))
-            count += 1
             return True
 
-        out = rewrite(graph, ctx, pattern)
-        if count:
-            ctx.note(self.name, f"folded {count} constant nodes")
-        return out
+        return rewrite_noting(graph, ctx, pattern, self.name, "folded {n} constant nodes")[0]

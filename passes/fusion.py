@@ -13,7 +13,7 @@ from cnncc.ops.epilogue import ACTIVATIONS, EpilogueStep
 from cnncc.ops.fused_conv2d import FusedConv2dAttrs
 from cnncc.ops.fused_linear import FusedLinearAttrs
 from cnncc.ops.registry import NoAttrs
-from cnncc.passes.rewrite import Rewriter, rewrite, single_user
+from cnncc.passes.rewrite import Rewriter, rewrite_noting, single_user
 from cnncc.passmanager import PassContext
 
 LAYERS = ("conv2d", "linear", "fused_conv2d", "fused_linear")
@@ -38,10 +38,7 @@ class FoldBatchNorm:
     name: str = "fold-batchnorm"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        count = 0
-
         def pattern(node: Node, rw: Rewriter) -> bool:
-            nonlocal count
             layer = node.inputs[0].node if node.op == "batch_norm" and not node.attrs.training else None
             if layer is None or layer.op not in ("conv2d", "linear") or not single_user(rw, node.inputs[0]):
                 return False
@@ -57,13 +54,9 @@ class FoldBatchNorm:
             new_b = rw.new_param(f"{layer.layer}.bias.bnfold", (b - mean) * scale + beta)
             ops = [rw.value(layer.inputs[0]), new_w, new_b]
             rw.replace(node.outputs[0], rw.emit(layer.op, ops, layer.attrs, layer.layer))
-            count += 1
             return True
 
-        out = rewrite(graph, ctx, pattern)
-        if count:
-            ctx.note(self.name, f"folded {count} batch norms into the layer before them")
-        return out
+        return rewrite_noting(graph, ctx, pattern, self.name, "folded {n} batch norms into the layer before them")[0]
 
 
 def _as_fused(rw: Rewriter, layer: Node) -> tuple[str, list[Value], tuple[EpilogueStep, ...], object]:
@@ -120,10 +113,7 @@ class FuseEpilogue:
         return None
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
-        count = 0
-
         def pattern(node: Node, rw: Rewriter) -> bool:
-            nonlocal count
             found = self._producer(node, rw)
             if found is None:
                 return False
@@ -134,15 +124,14 @@ class FuseEpilogue:
             else:
                 steps, ops = (*steps, EpilogueStep("add")), [*ops, rw.value(residual)]
             rw.replace(node.outputs[0], _emit_fused(rw, layer, op, ops, steps, base))
-            count += 1
             return True
 
-        out = graph
+        out, total = graph, 0
         while True:  # chains (conv -> add -> relu) fuse one step per sweep
-            count_before = count
-            out = rewrite(out, ctx, pattern)
-            if count == count_before:
+            out, n = rewrite_noting(out, ctx, pattern, self.name, None)
+            total += n
+            if n == 0:
                 break
-        if count:
-            ctx.note(self.name, f"fused {count} activations/residual adds into layer epilogues")
+        if total:
+            ctx.note(self.name, f"fused {total} activations/residual adds into layer epilogues")
         return out

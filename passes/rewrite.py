@@ -88,6 +88,24 @@ def rewrite(graph: Graph, ctx: PassContext, pattern: Callable[[Node, Rewriter], 
     return rw.finish()
 
 
+def rewrite_noting(graph: Graph, ctx: PassContext, pattern: Callable[[Node, Rewriter], bool], pass_name: str,
+                   message: str | None) -> tuple[Graph, int]:
+    """:func:`rewrite`, counting the nodes the pattern replaced; a non-zero count is noted in ``ctx`` as
+    ``message.format(n=count)`` (unless ``message`` is None). Returns the new graph and the count."""
+    count = 0
+
+    def counted(node: Node, rw: Rewriter) -> bool:
+        nonlocal count
+        done = pattern(node, rw)
+        count += int(done)
+        return done
+
+    out = rewrite(graph, ctx, counted)
+    if count and message is not None:
+        ctx.note(pass_name, message.format(n=count))
+    return out, count
+
+
 def single_user(rw: Rewriter, v: Value) -> bool:
     """``v`` is read by exactly one node and is not a graph output."""
     return len(rw.users.get(v, [])) == 1 and all(v is not o for o in rw.old.outputs)

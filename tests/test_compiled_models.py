@@ -20,7 +20,7 @@ import pytest
 import cnncc
 from cnncc.frontend.model import Model
 from cnncc.frontend.models import ZOO, get_model
-from cnncc.testing import rel_error
+from cnncc.testing import randomize, rel_error
 
 # A whole network in float32: the backend sums every conv/linear in another order than the interpreter's BLAS
 # (blocked FMA tiles), folds BN into one FMA and calls libm's expf/logf for softmax heads; the per-layer ~1e-6
@@ -31,20 +31,6 @@ TOL_COMPILED_MODEL = 1e-4
 COMPILED_BATCH = 4
 RUN_BATCHES = (4, 2, 1)
 MODELS = list(ZOO)
-
-
-def randomize(model: Model, seed: int) -> None:
-    """Non-trivial BN statistics and affine parameters, and non-zero biases (tests/test_zoo.py's recipe)."""
-    rng = np.random.default_rng(seed)
-    draw = {"running_mean": lambda n: rng.normal(0.0, 0.1, n), "running_var": lambda n: rng.uniform(0.5, 1.5, n),
-            "weight": lambda n: rng.uniform(0.5, 1.5, n), "bias": lambda n: rng.normal(0.0, 0.1, n)}
-    params = {k: v.copy() for k, v in model.params.items()}
-    bn_layers = {k.removesuffix(".running_mean") for k in params if k.endswith(".running_mean")}
-    for key, value in params.items():
-        layer, _, local = key.rpartition(".")
-        if layer in bn_layers or local == "bias":
-            value[...] = draw[local](value.shape)
-    model.set_weights(params)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from cnncc.ops.softmax import SoftmaxAttrs
 from cnncc.ops.softplus import SoftplusAttrs
 from cnncc.ops.transpose import TransposeAttrs
 from cnncc.runtime import interpret
-from cnncc.testing import rel_error, single_op_graph
+from cnncc.testing import randomize, rel_error, single_op_graph
 
 # --- tolerances (max abs error / max |reference output|, float32 on both sides) --------------------------------
 
@@ -165,16 +165,7 @@ def check_model(model: nn.Model, batch: int, tol: float, batches: Sequence[int] 
 
 def randomize_bn(model: nn.Model, seed: int = 0) -> nn.Model:
     """Non-trivial BN statistics, BN affine parameters and biases (the DSL initialises them to 0/1)."""
-    rng = np.random.default_rng(seed)
-    draw = {"running_mean": lambda n: rng.normal(0.0, 0.1, n), "running_var": lambda n: rng.uniform(0.5, 1.5, n),
-            "weight": lambda n: rng.uniform(0.5, 1.5, n), "bias": lambda n: rng.normal(0.0, 0.1, n)}
-    params = {k: v.copy() for k, v in model.params.items()}
-    bn = {k.removesuffix(".running_mean") for k in params if k.endswith(".running_mean")}
-    for key, value in params.items():
-        layer, _, local = key.rpartition(".")
-        if layer in bn or local == "bias":
-            value[...] = draw[local](value.shape)
-    model.set_weights(params)
+    randomize(model, seed)
     return model
 
 
