@@ -13,10 +13,6 @@ read placements and arena offsets: importing this module imports no backend.
 
 from __future__ import annotations
 
-import html
-import re
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,217 +311,6 @@ def build_view(model: Any, after: str = "all", batch: int = 1, lower: bool = Tru
 
 
 # -- DOT -------------------------------------------------------------------------------------------------------------
-def _q(s: str) -> str:
-    """A DOT quoted string."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def _h(s: str) -> str:
-    """Text inside a DOT HTML-like label."""
-    return html.escape(s, quote=True)
-
-
-def _place_text(n: VNode, exact: bool = False) -> str:
-    if n.place == "arena" and n.offset >= 0:
-        if exact:
-            return f"arena @{n.offset:,} ({n.nbytes:,} B)"
-        return f"arena {fmt_bytes(n.nbytes)} @ {n.offset:,}"
-    if n.place in ("input", "output"):
-        return f"caller's {n.place} array"
-    return ""
-
-
-def _node_label(n: VNode) -> str:
-    rows = [f'<B>{_h(n.layer)}</B>']
-    if n.kind == "io":
-        rows.append(f'<FONT POINT-SIZE="10">graph {_h(n.op)} · {_h(n.shape)}</FONT>')
-    else:
-        rows.append(_h(n.op))
-        rows.append(f'<FONT POINT-SIZE="10">{_h(n.shape)}</FONT>')
-    extra = " · ".join(x for x in (n.algorithm, n.layout) if x)
-    if extra:
-        rows.append(f'<FONT POINT-SIZE="10" COLOR="#1f3b73">{_h(extra)}</FONT>')
-    place = _place_text(n)
-    if place and n.kind != "io":
-        rows.append(f'<FONT POINT-SIZE="9" COLOR="#555555">{_h(place)}</FONT>')
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
-            + "".join(f"<TR><TD>{r}</TD></TR>" for r in rows) + "</TABLE>>")
-
-
-def _header_label(view: View) -> str:
-    kinds = [k for k in KINDS if k != "io" and any(n.kind == k for n in view.nodes)]
-    title = f'<FONT POINT-SIZE="18"><B>{_h(view.model)}</B></FONT>'
-    facts = [view.stage, f"{view.graph_nodes} nodes", f"batch {view.batch}"]
-    if view.arena_bytes is not None:
-        facts.append(f"arena {fmt_bytes(view.arena_bytes)} ({view.arena_bytes:,} B)")
-    swatches = "".join(f'<TD BGCOLOR="{KINDS[k][0]}" BORDER="1">{_h(KINDS[k][1])}</TD>' for k in kinds)
-    if any(e.residual for e in view.edges):
-        swatches += '<TD><FONT COLOR="#b05a00">- - &#8594; residual (epilogue add)</FONT></TD>'
-        kinds.append("residual")
-    rows = [f"<TR><TD COLSPAN=\"{max(len(kinds), 1)}\">{title}</TD></TR>",
-            f'<TR><TD COLSPAN="{max(len(kinds), 1)}">{_h(" · ".join(facts))}</TD></TR>']
-    if view.note:
-        rows.append(f'<TR><TD COLSPAN="{max(len(kinds), 1)}"><FONT COLOR="#a04000">{_h(view.note)}</FONT></TD></TR>')
-    if swatches:
-        rows.append(f"<TR>{swatches}</TR>")
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="4" CELLPADDING="3">' + "".join(rows) + "</TABLE>>")
-
-
-def to_dot(view: View) -> str:
-    """The view as a Graphviz digraph; one statement per line."""
-    lines = [f"digraph {_q(view.model)} {{",
-             f'  graph [rankdir=TB, fontname="Helvetica", fontsize=12, labelloc=t, labeljust=c, nodesep=0.35, '
-             f'ranksep=0.3, newrank=true, label={_header_label(view)}];',
-             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, color="#4a4a4a", '
-             'penwidth=1.0, margin="0.12,0.05"];',
-             '  edge [color="#5a5a5a", arrowsize=0.7, penwidth=1.1];']
-    by_id = {n.id: n for n in view.nodes}
-    in_cluster: set[str] = set()
-
-    def collect(c: Cluster) -> None:
-        in_cluster.update(c.nodes)
-        for ch in c.children:
-            collect(ch)
-
-    for c in view.clusters:
-        collect(c)
-
-    def node_stmt(n: VNode, indent: str) -> str:
-        attrs = [f"label={_node_label(n)}", f'fillcolor="{KINDS[n.kind][0]}"', f"tooltip={_q(n.detail)}"]
-        if n.kind == "io":
-            attrs += ["shape=box", 'style="rounded,bold"', "penwidth=1.6"]
-        return f"{indent}{n.id} [{', '.join(attrs)}];"
-
-    counter = iter(range(10**9))
-
-    def cluster_lines(c: Cluster, depth: int) -> list[str]:
-        ind = "  " * (depth + 1)
-        fill = "#f5f7fa" if depth == 1 else "#e9eef5"
-        out = [f"{ind}subgraph cluster_{next(counter)} {{",
-               f'{ind}  graph [label={_q(c.prefix)}, style="rounded,filled", fillcolor="{fill}", color="#9aa5b1", '
-               f'fontsize=13, fontname="Helvetica-Bold", labeljust=l, margin=10];']
-        for ch in c.children:
-            out += cluster_lines(ch, depth + 1)
-        out += [node_stmt(by_id[nid], ind + "  ") for nid in c.nodes]
-        out.append(f"{ind}}}")
-        return out
-
-    ins = [n for n in view.nodes if n.id.startswith("in")]
-    outs = [n for n in view.nodes if n.id.startswith("out")]
-    for n in view.nodes:
-        if n.id not in in_cluster and n not in outs:
-            lines.append(node_stmt(n, "  "))
-    for c in view.clusters:
-        lines += cluster_lines(c, 1)
-    for n in outs:
-        lines.append(node_stmt(n, "  "))
-    if len(ins) > 1:
-        lines.append("  { rank=source; " + " ".join(n.id for n in ins) + " }")
-    for e in view.edges:
-        style = ' [style=dashed, color="#b05a00", tooltip="residual (epilogue add)"]' if e.residual else ""
-        lines.append(f"  {e.src} -> {e.dst}{style};")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-# -- SVG and HTML ----------------------------------------------------------------------------------------------------
-def have_dot() -> bool:
-    return shutil.which("dot") is not None
-
-
-def _dot_program() -> str:
-    exe = shutil.which("dot")
-    if exe is None:
-        raise CnnccError("SVG output needs Graphviz's `dot` program, which is not installed: install Graphviz "
-                         "(Debian/Ubuntu package `graphviz`) or write .dot or .html instead")
-    return exe
-
-
-def dot_to_svg(dot: str) -> str:
-    """Render DOT text with Graphviz's ``dot -Tsvg``."""
-    exe = _dot_program()
-    try:
-        done = subprocess.run([exe, "-Tsvg"], input=dot, capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise CnnccError(f"Graphviz dot failed: {e}") from e
-    if done.returncode != 0:
-        raise CnnccError(f"Graphviz dot failed (exit {done.returncode}): {done.stderr.strip()[:2000]}")
-    return done.stdout
-
-
-def _inline_svg(svg: str) -> str:
-    """Graphviz SVG as an element of an HTML5 page: no XML prolog, doctype or namespace URLs."""
-    start = svg.find("<svg")
-    svg = svg[start:] if start >= 0 else svg
-    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
-    return svg
-
-
-_CSS = """
-body { font-family: Helvetica, Arial, sans-serif; margin: 1.5em; color: #222; }
-header h1 { margin: 0 0 .2em 0; font-size: 1.6em; }
-header p { margin: .2em 0; color: #444; }
-.graph { overflow: auto; border: 1px solid #ccd; padding: .5em; margin: 1em 0; background: #fff; }
-table { border-collapse: collapse; font-size: .9em; }
-th, td { border: 1px solid #ccd; padding: .25em .5em; text-align: left; vertical-align: top; }
-th { background: #eef1f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.note { color: #a04000; }
-ul.log { color: #444; font-size: .9em; }
-.legend span { display: inline-block; padding: .1em .5em; margin-right: .3em; border: 1px solid #999;
-  border-radius: 3px; font-size: .85em; }
-"""
-
-
-def to_html(view: View, svg: str | None = None) -> str:
-    """One self-contained page: header, the SVG inlined (when given), and a table of the nodes."""
-    e = html.escape
-    facts = [f"--after {view.after}: {view.stage}", f"{view.graph_nodes} nodes", f"batch {view.batch}"]
-    if view.arena_bytes is not None:
-        facts.append(f"arena {fmt_bytes(view.arena_bytes)} ({view.arena_bytes:,} bytes)")
-    if view.vector_width is not None:
-        facts.append(f"CPU vector width {view.vector_width} floats")
-    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-             f"<title>cnncc viz: {e(view.model)} ({e(view.after)})</title>", f"<style>{_CSS}</style>", "</head>",
-             "<body>", "<header>", f"<h1>{e(view.model)}</h1>", f"<p>{e(' · '.join(facts))}</p>"]
-    if view.note:
-        parts.append(f'<p class="note">{e(view.note)}</p>')
-    kinds = [k for k in KINDS if any(n.kind == k for n in view.nodes)]
-    parts.append('<p class="legend">' + "".join(
-        f'<span style="background:{KINDS[k][0]}">{e(KINDS[k][1])}</span>' for k in kinds) + "</p>")
-    if view.pass_log:
-        parts.append('<ul class="log">' + "".join(f"<li>{e(x)}</li>" for x in view.pass_log) + "</ul>")
-    parts.append("</header>")
-    if svg is not None:
-        parts.append(f'<div class="graph">{_inline_svg(svg)}</div>')
-    else:
-        parts.append('<p class="note">Graphviz (`dot`) is not installed, so this page has no drawing; install the '
-                     "Graphviz package to get one. The nodes follow in graph order.</p>")
-    layer_of = {n.id: n.layer for n in view.nodes}
-    group: dict[str, str] = {}
-
-    def walk(c: Cluster) -> None:
-        for nid in c.nodes:
-            group[nid] = c.prefix
-        for ch in c.children:
-            walk(ch)
-
-    for c in view.clusters:
-        walk(c)
-    parts.append("<table>")
-    parts.append("<tr><th>#</th><th>group</th><th>layer</th><th>op</th><th>output shape</th><th>algorithm</th>"
-                 "<th>layout</th><th>memory</th><th>inputs</th><th>attributes</th></tr>")
-    for i, n in enumerate(view.nodes):
-        parts.append(
-            f'<tr style="background:{KINDS[n.kind][0]}"><td class="num">{i}</td><td>{e(group.get(n.id, ""))}</td>'
-            f"<td><b>{e(n.layer)}</b></td><td>{e(n.op)}</td><td>{e(n.shape)}</td><td>{e(n.algorithm)}</td>"
-            f"<td>{e(n.layout)}</td><td>{e(_place_text(n, exact=True))}</td>"
-            f"<td>{e(', '.join(layer_of[x] for x in n.inputs))}</td><td><code>{e(n.detail)}</code></td></tr>")
-    parts += ["</table>", "</body>", "</html>"]
-    return "\n".join(parts) + "\n"
-
-
-# -- the command -----------------------------------------------------------------------------------------------------
 def output_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower().lstrip(".")
     if suffix not in FORMATS:
@@ -535,6 +320,7 @@ def output_format(path: str | Path) -> str:
 
 
 def render(view: View, fmt: str) -> str:
+
     if fmt == "dot":
         return to_dot(view)
     if fmt == "svg":
@@ -550,6 +336,8 @@ def visualize(spec: str, output: str | None = None, after: str = "all", batch: i
 
     fmt = output_format(output) if output is not None else "dot"
     if fmt == "svg":
+        from cnncc.viz_dot import _dot_program
+
         _dot_program()  # the "install Graphviz" error comes before any work
     view = build_view(load_model(spec), after, batch)
     text = render(view, fmt)
@@ -562,4 +350,30 @@ def visualize(spec: str, output: str | None = None, after: str = "all", batch: i
 
 
 __all__ = ["FORMATS", "View", "build_view", "dot_to_svg", "have_dot", "output_format", "render", "stage_names",
-           "to_dot", "to_html", "visualize"]
+           "to_dot", "visualize"]
+
+
+def to_html(view: View, svg: str | None = None) -> str:
+    """The self-contained HTML page (see :mod:`cnncc.viz_html`)."""
+    from cnncc.viz_html import to_html as html_page
+
+    return html_page(view, svg)
+
+
+def to_dot(view: View) -> str:
+    """The DOT text of ``view`` (see :mod:`cnncc.viz_dot`)."""
+    from cnncc.viz_dot import to_dot as dot_text
+
+    return dot_text(view)
+
+
+def have_dot() -> bool:
+    from cnncc.viz_dot import have_dot as found
+
+    return found()
+
+
+def dot_to_svg(dot: str) -> str:
+    from cnncc.viz_dot import dot_to_svg as convert
+
+    return convert(dot)

@@ -21,7 +21,7 @@ from llvmlite import ir
 
 from cnncc.codegen.emit import Emitter, i64
 from cnncc.codegen.kernels.activation import Act, act_from_node, apply_act
-from cnncc.codegen.layout import Placed, padded_channels
+from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.lower import Lowering, Unsupported, lowering
 from cnncc.codegen.module import KernelEnv, kernel
 from cnncc.ir import Node, Value
@@ -113,7 +113,7 @@ def pack_weights(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: 
     return np.ascontiguousarray(t.transpose(0, 3, 5, 6, 4, 1, 2))
 
 
-def _bias(lw: Lowering, node: Node, k: int) -> Buffer | None:
+def bias_buffer(lw: Lowering, node: Node, k: int) -> Buffer | None:
     if len(node.inputs) < 3:
         return None
     b = np.zeros(padded_channels(k, lw.width), np.float32)
@@ -150,6 +150,8 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
     if a.groups > 1 and cg == 1 and k == c:
         if residual is not None or post:
             raise Unsupported(f"layer '{node.layer}': residual adds are not fused into depthwise convolutions")
+        from cnncc.codegen.kernels.depthwise import lower_depthwise
+
         return lower_depthwise(lw, node, w, a, pre)
     width = lw.width
     if a.groups > 1 and (cg % width or (k // a.groups) % width):
@@ -171,7 +173,7 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
     xa, ya = src.addr, out.addr
     res = lw.blocked(residual, node.layer) if residual is not None else None
     params = ConvParams(
-        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
+        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=bias_buffer(lw, node, k), y=out.buffer,
         pre=pre, post=post, res=res.buffer if res else None,
         res_strides=(res.addr.base, res.addr.img, res.addr.cblk, res.addr.row, res.addr.col) if res else (0,) * 5,
         x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.ci if plain_in else xa.cblk,
@@ -212,7 +214,7 @@ def lower_linear(lw: Lowering, node: Node) -> None:
     sched = ConvSchedule(ur_w=ur, ocb=ocb, unroll=16)
     packed = pack_weights(w.reshape(k, f, 1, 1), k_blocks, ocb, width, 1, f)
     params = ConvParams(
-        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
+        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=bias_buffer(lw, node, k), y=out.buffer,
         x_origin=0, x_img=0, x_cblk=0, x_row=0, x_col=f, in_cb=f, in_blocks=1, grp_in_blocks=0,
         blocks_per_group=k_blocks, y_base=0, y_img=0, y_kblk=width, y_row=0, y_col=k, out_h=1, out_w=0,
         k_blocks=k_blocks, k_tail=k % width, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched, pre=pre)
@@ -364,103 +366,5 @@ def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
             em.each(b.mul(full, i64(ur)), out_w,
                     lambda ow0: _epilogue(em, env, p, tile.accumulate(1, ow0), 1, y_item, ow0, kg, r_item),
                     name="tail")
-
-    em.each(lo, hi, item, name="item")
-
-
-# -- depthwise ----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class DepthwiseParams:
-    x: Buffer
-    w: Buffer
-    bias: Buffer | None
-    y: Buffer
-    x_origin: int
-    x_img: int
-    x_cblk: int
-    x_row: int
-    x_col: int
-    y_img: int
-    y_cblk: int
-    y_row: int
-    y_col: int
-    c_blocks: int
-    out_h: int
-    out_w: int
-    r: int
-    s: int
-    sh: int
-    sw: int
-    dh: int
-    dw: int
-    ur_w: int
-    pre: tuple[Act, ...] = ()
-
-
-def lower_depthwise(lw: Lowering, node: Node, w: np.ndarray, a: object, pre: tuple[Act, ...]) -> None:
-    x = node.inputs[0]
-    k, _, r, s = w.shape
-    n, _, oh, ow = node.outputs[0].shape
-    width = lw.width
-    src: Placed = lw.blocked(x, node.layer, a.padding)
-    out = lw.new_blocked((n, k, oh, ow), node.layer)
-    cb = padded_channels(k, width) // width
-    packed = np.zeros((cb * width, r, s), np.float32)
-    packed[:k] = w[:, 0]
-    packed = np.ascontiguousarray(packed.reshape(cb, width, r, s).transpose(0, 2, 3, 1))
-    t, _, l, _ = a.padding
-    xa, ya = src.addr, out.addr
-    params = DepthwiseParams(
-        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=_bias(lw, node, k), y=out.buffer,
-        x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.cblk, x_row=xa.row, x_col=xa.col,
-        y_img=ya.img, y_cblk=ya.cblk, y_row=ya.row, y_col=ya.col, c_blocks=cb, out_h=oh, out_w=ow, r=r, s=s,
-        sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1], ur_w=min(8, ow), pre=pre)
-    macs = n * k * oh * ow * r * s
-    lw.call("conv_depthwise", params, (src.buffer, params.w) + ((params.bias,) if params.bias else ()),
-            (out.buffer,), node.layer, parallel=macs > 100_000, macs=macs)
-    lw.placed[node.outputs[0]] = out
-
-
-@kernel("conv_depthwise")
-def emit_depthwise(em: Emitter, env: KernelEnv, p: DepthwiseParams) -> None:
-    b = em.b
-    lo, hi = em.thread_range(b.mul(env.batch, i64(p.c_blocks * p.out_h)))
-    x, w, y = env.ptr(p.x), env.ptr(p.w), env.ptr(p.y)
-
-    def tile(ur: int, x_row: ir.Value, w_blk: ir.Value, y_row: ir.Value, bias: ir.Value | None,
-             ow0: ir.Value) -> None:
-        x_t = b.add(x_row, b.mul(ow0, i64(p.sw * p.x_col)))
-
-        def over_kh(kh: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
-            def over_kw(kw: ir.Value, accs: list[ir.Value]) -> list[ir.Value]:
-                wv = em.load_vec(w, b.add(w_blk, b.mul(b.add(b.mul(kh, i64(p.s)), kw), i64(em.width))))
-                base = b.add(b.add(x_t, b.mul(kh, i64(p.dh * p.x_row))), b.mul(kw, i64(p.dw * p.x_col)))
-                return [em.fma(em.load_vec(x, b.add(base, i64(px * p.sw * p.x_col))), wv, accs[px])
-                        for px in range(ur)]
-
-            return em.loop(0, p.s, over_kw, accs, name="kw")
-
-        accs = em.loop(0, p.r, over_kh, [em.vconst(0.0)] * ur, name="kh")
-        for px in range(ur):
-            v = accs[px] if bias is None else b.fadd(accs[px], bias)
-            for act in p.pre:
-                v = apply_act(em, v, act)
-            em.store_vec(v, y, b.add(y_row, b.mul(b.add(ow0, i64(px)), i64(p.y_col))))
-
-    def item(it: ir.Value) -> None:
-        oh = b.urem(it, i64(p.out_h))
-        rest = b.udiv(it, i64(p.out_h))
-        cblk, n = b.urem(rest, i64(p.c_blocks)), b.udiv(rest, i64(p.c_blocks))
-        x_row = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))),
-                      b.add(b.mul(cblk, i64(p.x_cblk)), b.mul(oh, i64(p.sh * p.x_row))))
-        y_row = b.add(b.add(b.mul(n, i64(p.y_img)), b.mul(cblk, i64(p.y_cblk))), b.mul(oh, i64(p.y_row)))
-        w_blk = b.mul(cblk, i64(p.r * p.s * em.width))
-        bias = em.load_vec(env.ptr(p.bias), b.mul(cblk, i64(em.width))) if p.bias is not None else None
-        full = p.out_w // p.ur_w
-        em.each(0, full, lambda t: tile(p.ur_w, x_row, w_blk, y_row, bias, b.mul(t, i64(p.ur_w))), name="tile")
-        for ow in range(full * p.ur_w, p.out_w):
-            tile(1, x_row, w_blk, y_row, bias, i64(ow))
 
     em.each(lo, hi, item, name="item")
