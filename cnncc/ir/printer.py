@@ -9,11 +9,17 @@ from typing import Any
 from cnncc.ir.graph import Graph, Value, ValueKind
 
 
+def _shown(x: Any) -> list[dataclasses.Field]:
+    """The fields printed: all but optional annotations left unset (``metadata={"optional": True}`` and None),
+    so adding such an annotation to an op does not change the text or hash of graphs that do not set it."""
+    return [f for f in dataclasses.fields(x) if not (f.metadata.get("optional") and getattr(x, f.name) is None)]
+
+
 def format_attr(x: Any) -> str:
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         if type(x).__str__ is not object.__str__:
             return str(x)
-        return "{" + ", ".join(f"{f.name}={format_attr(getattr(x, f.name))}" for f in dataclasses.fields(x)) + "}"
+        return "{" + ", ".join(f"{f.name}={format_attr(getattr(x, f.name))}" for f in _shown(x)) + "}"
     if isinstance(x, enum.Enum):
         return str(x.value)
     if isinstance(x, float):
@@ -26,7 +32,7 @@ def format_attr(x: Any) -> str:
 def format_attrs(attrs: Any) -> str:
     if attrs is None or not dataclasses.is_dataclass(attrs):
         return ""
-    parts = [f"{f.name}={format_attr(getattr(attrs, f.name))}" for f in dataclasses.fields(attrs)]
+    parts = [f"{f.name}={format_attr(getattr(attrs, f.name))}" for f in _shown(attrs)]
     return "[" + ", ".join(parts) + "]" if parts else ""
 
 

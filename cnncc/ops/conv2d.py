@@ -18,7 +18,7 @@ MACs = N*K*OH*OW*(C/groups)*R*S (seed 001 L2112-2127 counts the parameters ``K_J
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,21 @@ from cnncc.ops.window import (
     windows,
 )
 
+ALGORITHMS = ("direct", "im2col", "winograd2", "winograd4", "winograd6", "fft8", "fft16")
+
+
+@dataclass(frozen=True)
+class ConvImpl:
+    """How a backend computes the convolution, set by the algorithm-selection pass (``cnncc explain`` says why).
+
+    ``algorithm``: direct (register-tiled, on channel-blocked layouts), im2col (patch matrix + the GEMM kernel),
+    winogradM (F(MxM, 3x3)), fftT (FFT on TxT tiles). ``ur_w``/``ocb``: the direct kernel's register tile
+    (pixels x 16-channel blocks; 0 = the backend's rule)."""
+
+    algorithm: str = "direct"
+    ur_w: int = 0
+    ocb: int = 0
+
 
 @dataclass(frozen=True)
 class Conv2dAttrs:
@@ -43,6 +58,7 @@ class Conv2dAttrs:
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # (top, bottom, left, right)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    impl: ConvImpl | None = field(default=None, metadata={"optional": True})
 
 
 def _check_groups(groups: object, where: Where) -> int:
@@ -88,6 +104,8 @@ def _infer(types: Sequence[TensorType], a: Conv2dAttrs, where: Where) -> Sequenc
     padding = check_padding(a.padding, where)
     groups = _check_groups(a.groups, where)
     _check_channels(x, w, groups, where)
+    if a.impl is not None and a.impl.algorithm not in ALGORITHMS:
+        raise where.fail("unknown algorithm", f"algorithm '{a.impl.algorithm}' is not one of {', '.join(ALGORITHMS)}")
     if len(types) == 3 and types[2].shape != (w.shape[0],):
         raise where.fail("bias shape", f"bias must have shape ({w.shape[0]},) (one per output channel), "
                                        f"got {types[2].shape}")
@@ -128,4 +146,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: Conv2dAttrs
 
 
 OP = register(OpDef(name="conv2d", inputs=("x", "weight", "bias"), optional=1, infer=_infer, reference=_reference,
-                    attrs=Conv2dAttrs, macs=_macs, flops=_flops, algorithms=("direct",), doc=__doc__ or ""))
+                    attrs=Conv2dAttrs, macs=_macs, flops=_flops, algorithms=ALGORITHMS, doc=__doc__ or ""))

@@ -46,5 +46,5 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: FusedConv2d
 
 
 OP = register(OpDef(name="fused_conv2d", inputs=("x", "weight", "bias"), infer=_infer, reference=_reference,
-                    attrs=FusedConv2dAttrs, macs=_macs, flops=_flops, algorithms=("direct",), variadic=True,
+                    attrs=FusedConv2dAttrs, macs=_macs, flops=_flops, algorithms=conv2d.ALGORITHMS, variadic=True,
                     doc=__doc__ or ""))

@@ -1,3 +1,3 @@
 """CPU kernel templates and their lowerings; importing this package registers them."""
 
-from cnncc.codegen.kernels import conv, depthwise, eltwise, pool, relayout, rowwise  # noqa: F401
+from cnncc.codegen.kernels import conv, depthwise, eltwise, im2col, pool, relayout, rowwise, transform_conv  # noqa: F401

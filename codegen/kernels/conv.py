@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from cnncc.codegen.convalgo import ConvShape, impl_of, why_not
 from cnncc.codegen.emit import Emitter, i64
 from cnncc.codegen.kernels.activation import Act, act_from_node, apply_act
 from cnncc.codegen.layout import padded_channels
@@ -76,6 +77,8 @@ class ConvParams:
     res_strides: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)  # base, img, kblk, row, col
     post: tuple[Act, ...] = ()  # epilogue activations after the residual add
     zero_tail: int = 0  # blocked output with K % W != 0: real lanes of the last block (the rest are forced to 0)
+    img_mult: int = 1  # images per batch element (a transform-domain GEMM runs one image per point)
+    w_img: int = 0  # weight floats from one of those images to the next (each point has its own matrix)
 
 
 def choose_schedule(width: int, k_blocks: int, out_w: int, taps: int, weights_dominate: bool = False) -> ConvSchedule:
@@ -153,6 +156,15 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
         from cnncc.codegen.kernels.depthwise import lower_depthwise
 
         return lower_depthwise(lw, node, w, a, pre)
+    impl = impl_of(node)
+    if impl.algorithm != "direct" and why_not(impl.algorithm, ConvShape.of(node)) is None:
+        if impl.algorithm == "im2col":
+            from cnncc.codegen.kernels.im2col import lower_im2col
+
+            return lower_im2col(lw, node, w, pre, residual, post)
+        from cnncc.codegen.kernels.transform_conv import lower_transform_conv
+
+        return lower_transform_conv(lw, node, impl.algorithm, w, pre, residual, post)
     width = lw.width
     if a.groups > 1 and (cg % width or (k // a.groups) % width):
         w = _dense_from_groups(w, a.groups, c)  # block-diagonal: correct for any grouping, g times the work
@@ -167,6 +179,8 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
     k_blocks = padded_channels(k, width) // width
     weights_dominate = w.size > x.type.size + node.outputs[0].type.size
     sched = choose_schedule(width, k_blocks if groups == 1 else k // groups // width, ow, r * s, weights_dominate)
+    if impl.ur_w and impl.ocb and (k_blocks if groups == 1 else k // groups // width) % impl.ocb == 0:
+        sched = ConvSchedule(min(impl.ur_w, ow), impl.ocb, sched.unroll, sched.split_rows)
     out = lw.new_blocked((n, k, oh, ow), node.layer)
     packed = pack_weights(w, k_blocks, sched.ocb, width, in_blocks, in_cb)
     t, _, l, _ = a.padding
@@ -331,7 +345,7 @@ def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], 
 def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
     b = em.b
     kgroups = p.k_blocks // p.sched.ocb
-    images = i64(1) if p.out_w == 0 else env.batch
+    images = i64(1) if p.out_w == 0 else b.mul(env.batch, i64(p.img_mult))
     out_w = env.batch if p.out_w == 0 else i64(p.out_w)
     lo, hi = em.thread_range(b.mul(images, i64(kgroups * p.out_h)))
     x, w = env.ptr(p.x), env.ptr(p.w)
@@ -349,6 +363,8 @@ def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
         x_item = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))),
                        b.add(b.mul(group, i64(p.grp_in_blocks * p.x_cblk)), b.mul(oh, i64(p.sh * p.x_row))))
         w_item = b.mul(kg, i64(p.in_blocks * p.r * p.s * p.in_cb * p.sched.ocb * em.width))
+        if p.img_mult > 1:
+            w_item = b.add(w_item, b.mul(b.urem(n, i64(p.img_mult)), i64(p.w_img)))
         y_item = b.add(b.add(i64(p.y_base), b.mul(n, i64(p.y_img))),
                        b.add(b.mul(kg, i64(p.sched.ocb * p.y_kblk)), b.mul(oh, i64(p.y_row))))
         rb, ri, rk, rr, _ = p.res_strides
