@@ -5,6 +5,9 @@
     cnncc run lenet5 --batch 4      compile for this CPU and run on seeded random input (or --input x.npy)
     cnncc plan mobilenet_v2         the arena plan: buffers, offsets, live ranges, timeline, lower bound
     cnncc opt resnet18 --print-after fuse-epilogue    run graph passes, print the IR
+    cnncc bench resnet18 --threads 2       every conv layer with every applicable algorithm: time, GFLOP/s, error
+    cnncc tune resnet18 --budget 300       measure the best algorithm per layer into the tuning database
+    cnncc explain resnet18                 the chosen algorithm of every conv layer, and why
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("model", help=MODEL_HELP)
     plan.add_argument("--batch", type=int, default=1, help="the compiled batch (default 1)")
     plan.add_argument("--unoptimized", action="store_true", help="plan the graph as traced, without graph passes")
+    from cnncc.cli_algorithms import add_parsers
+
+    add_parsers(sub, MODEL_HELP)
     return p
 
 
@@ -234,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_viz(args)
         if args.command == "plan":
             return cmd_plan(args)
+        if args.command in ("bench", "tune", "explain"):
+            from cnncc.cli_algorithms import COMMANDS
+
+            return COMMANDS[args.command](args)
         return cmd_run(args)
     except CnnccError as e:
         print(f"cnncc: error: {e}", file=sys.stderr)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class PassContext:
     dump_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    choices: dict[str, Any] = field(default_factory=dict)  # layer -> the backend's algorithm choice and its reasons
 
     def note(self, pass_name: str, message: str) -> None:
         """Record what a pass did (``cnncc opt`` and ``explain`` show it)."""

@@ -29,7 +29,6 @@ class ConvShape:
     groups: int
     oh: int
     ow: int
-    epilogue: str = ""  # the fused epilogue's steps (it changes the kernel, not the choice)
 
     @staticmethod
     def of(node: Node) -> ConvShape:
@@ -37,19 +36,18 @@ class ConvShape:
         n, c, h, w = node.inputs[0].shape
         k, _, r, s = node.inputs[1].shape
         _, _, oh, ow = node.outputs[0].shape
-        epi = ",".join(step.op for step in node.attrs.epilogue) if node.op == "fused_conv2d" else ""
-        return ConvShape(n, c, h, w, k, r, s, tuple(a.stride), tuple(a.padding), tuple(a.dilation), a.groups, oh, ow,
-                         epi)
+        return ConvShape(n, c, h, w, k, r, s, tuple(a.stride), tuple(a.padding), tuple(a.dilation), a.groups, oh, ow)
 
     @property
     def macs(self) -> int:
         return self.n * self.k * self.oh * self.ow * (self.c // self.groups) * self.r * self.s
 
     def signature(self) -> str:
-        """Stable text key (the tuning database's)."""
+        """Stable text key (the tuning database's). A fused epilogue is not part of it: it costs every algorithm
+        the same few vector operations per output."""
         return (f"conv2d n{self.n} c{self.c} {self.h}x{self.w} k{self.k} {self.r}x{self.s} s{self.stride[0]}x"
                 f"{self.stride[1]} p{'/'.join(map(str, self.padding))} d{self.dilation[0]}x{self.dilation[1]} "
-                f"g{self.groups}" + (f" [{self.epilogue}]" if self.epilogue else ""))
+                f"g{self.groups}")
 
     @property
     def depthwise(self) -> bool:

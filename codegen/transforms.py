@@ -69,8 +69,9 @@ class Stage:
 
     @property
     def ops(self) -> int:
-        """Vector operations one application costs (one add/sub/FMA per entry past the first)."""
-        return sum(max(len(r), 1) for r in self.rows)
+        """Vector operations one application costs: an add/sub/FMA per entry past the first, a multiply when the
+        first is scaled; a copied or unused (empty) row is free."""
+        return sum(len(r) - 1 + (r[0][1] not in (1.0, -1.0)) for r in self.rows if r)
 
 
 @dataclass(frozen=True)
@@ -218,50 +219,103 @@ def winograd(m: int, r: int = 3, s: int = 3) -> TransformConv:
 # -- FFT -----------------------------------------------------------------------------------------------------------
 
 
-def _dft_stages(t: int, r: int, s: int, sh: int, sw: int) -> tuple[tuple[Stage, Stage], tuple[Stage, Stage], int, int]:
+def _radix2(t: int, sign: int) -> list[np.ndarray]:
+    """Complex factors (first applied first) of the t-point DFT ``F[k, n] = e^{sign 2 pi i k n / t}``: the radix-2
+    decimation-in-time butterflies, the bit-reversal folded into the first. A power of two is required."""
+    bits = t.bit_length() - 1
+    perm = [int(format(i, f"0{bits}b")[::-1], 2) for i in range(t)] if bits else [0]
+    factors = []
+    size = 2
+    while size <= t:
+        f = np.zeros((t, t), complex)
+        half = size // 2
+        for start in range(0, t, size):
+            for k in range(half):
+                w = np.exp(sign * 2j * np.pi * k / size)
+                f[start + k, start + k], f[start + k, start + k + half] = 1, w
+                f[start + k + half, start + k], f[start + k + half, start + k + half] = 1, -w
+        factors.append(f)
+        size *= 2
+    p = np.zeros((t, t))
+    p[np.arange(t), perm] = 1
+    factors[0] = factors[0] @ p
+    return factors
+
+
+def _as_real(c: np.ndarray) -> np.ndarray:
+    """A complex matrix acting on interleaved (re, im) pairs, as a real matrix."""
+    out = np.zeros((2 * c.shape[0], 2 * c.shape[1]))
+    out[0::2, 0::2], out[0::2, 1::2] = c.real, -c.imag
+    out[1::2, 0::2], out[1::2, 1::2] = c.imag, c.real
+    return out
+
+
+def _codelet(pre: np.ndarray, t: int, sign: int, post: np.ndarray) -> list[np.ndarray]:
+    """Real factors of ``post @ DFT_t @ pre`` (pre/post: real matrices on interleaved pairs): the radix-2 FFT or the
+    dense product, whichever has fewer non-zero coefficients once constants are folded."""
+    if t & (t - 1) == 0 and t > 2:
+        fft = [_as_real(f) for f in _radix2(t, sign)]
+        fft[0], fft[-1] = fft[0] @ pre, post @ fft[-1]
+        fft = _chop(fft)
+        dense = [post @ _as_real(np.exp(sign * 2j * np.pi * np.outer(np.arange(t), np.arange(t)) / t)) @ pre]
+        nnz = lambda fs: sum(int((np.abs(f) > 1e-12).sum()) for f in fs)  # noqa: E731
+        return fft if nnz(fft) < nnz(dense) else _chop(dense)
+    return _chop([post @ _as_real(np.exp(sign * 2j * np.pi * np.outer(np.arange(t), np.arange(t)) / t)) @ pre])
+
+
+def _chop(factors: list[np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for f in factors:
+        f = f.copy()
+        f[np.abs(f) < 1e-12] = 0.0
+        out.append(f)
+    # dead-code: zero the rows of earlier factors whose outputs no later factor reads
+    for i in range(len(out) - 2, -1, -1):
+        used = np.abs(out[i + 1]).sum(axis=0) > 0
+        out[i][~used] = 0.0
+    return out
+
+
+def _along_rows(m: np.ndarray, rows: int) -> np.ndarray:
+    """``m`` applied to each of ``rows`` consecutive row vectors (the last axis)."""
+    return np.kron(np.eye(rows), m)
+
+
+def _along_cols(m: np.ndarray, cols: int) -> np.ndarray:
+    """``m``, a real matrix on interleaved (position, re/im) pairs, applied along the leading axis of a
+    (position, cols, re/im) layout."""
+    m4 = m.reshape(m.shape[0] // 2, 2, m.shape[1] // 2, 2)
+    return np.einsum("aqbr,kl->akqblr", m4, np.eye(cols)).reshape(m.shape[0] * cols, m.shape[1] * cols)
+
+
+def _dft_stages(t: int, r: int, s: int, sh: int, sw: int) -> tuple[tuple[Stage, ...], tuple[Stage, ...], int, int]:
+    """Input and output stages of FFT convolution on t x t tiles (see the module docstring), with the layouts
+
+    input tile (h, w) -> (h, k2, re/im) -> (k1, k2, re/im) = points;  points -> (io, k2, re/im) -> (io, jo)
+
+    for k2 in 0..t/2 (the real DFT's half spectrum) and the strided output positions io*sh, jo*sw only."""
     h2 = t // 2 + 1
-    n = np.arange(t)
-    # input stage 1, along W: P[h, k2] = sum_w d[h, w] e^{-2 pi i k2 w / T}; values ((h*h2 + k2)*2 + q)
-    s1 = np.zeros((t * h2 * 2, t * t))
-    for h in range(t):
-        for k2 in range(h2):
-            ang = 2 * np.pi * k2 * n / t
-            s1[(h * h2 + k2) * 2, h * t + n] = np.cos(ang)
-            s1[(h * h2 + k2) * 2 + 1, h * t + n] = -np.sin(ang)
-    # input stage 2, along H: X[k1, k2] = sum_h P[h, k2] e^{-2 pi i k1 h / T}
-    s2 = np.zeros((t * h2 * 2, t * h2 * 2))
-    for k1 in range(t):
-        ang = 2 * np.pi * k1 * n / t
-        c, sn = np.cos(ang), np.sin(ang)
-        for k2 in range(h2):
-            re, im = (k1 * h2 + k2) * 2, (k1 * h2 + k2) * 2 + 1
-            src_re, src_im = (n * h2 + k2) * 2, (n * h2 + k2) * 2 + 1
-            s2[re, src_re], s2[re, src_im] = c, sn
-            s2[im, src_im], s2[im, src_re] = c, -sn
-    out_h = (t - r) // sh + 1
-    out_w = (t - s) // sw + 1
-    k = np.arange(t)
-    # output stage 1, along k1, at rows i = io*sh: Z[io, k2] = sum_k1 Y[k1, k2] e^{+2 pi i k1 i / T}
-    o1 = np.zeros((out_h * h2 * 2, t * h2 * 2))
+    out_h, out_w = (t - r) // sh + 1, (t - s) // sw + 1
+    embed = np.zeros((2 * t, t))
+    embed[0::2] = np.eye(t)  # real samples -> (re, 0) pairs
+    half = np.eye(2 * t)[:2 * h2]  # keep bins 0..t/2
+    along_w = [_along_rows(f, t) for f in _codelet(embed, t, -1, half)]
+    along_h = [_along_cols(f, h2) for f in _codelet(np.eye(2 * t), t, -1, np.eye(2 * t))]
+    pick_rows = np.zeros((2 * out_h, 2 * t))
     for io in range(out_h):
-        ang = 2 * np.pi * k * (io * sh) / t
-        c, sn = np.cos(ang), np.sin(ang)
-        for k2 in range(h2):
-            re, im = (io * h2 + k2) * 2, (io * h2 + k2) * 2 + 1
-            src_re, src_im = (k * h2 + k2) * 2, (k * h2 + k2) * 2 + 1
-            o1[re, src_re], o1[re, src_im] = c, -sn
-            o1[im, src_im], o1[im, src_re] = c, sn
-    # output stage 2, along k2, at columns j = jo*sw: y = 1/T^2 sum_k2 c_k2 (Z_re cos - Z_im sin)
-    o2 = np.zeros((out_h * out_w, out_h * h2 * 2))
-    weight = np.where((np.arange(h2) == 0) | (np.arange(h2) == t // 2), 1.0, 2.0) / (t * t)
-    for io in range(out_h):
-        for jo in range(out_w):
-            for k2 in range(h2):
-                ang = 2 * np.pi * k2 * (jo * sw) / t
-                o2[io * out_w + jo, (io * h2 + k2) * 2] = weight[k2] * np.cos(ang)
-                o2[io * out_w + jo, (io * h2 + k2) * 2 + 1] = -weight[k2] * np.sin(ang)
-    return ((Stage.from_dense(s1), Stage.from_dense(s2)), (Stage.from_dense(o1), Stage.from_dense(o2)), out_h,
-            out_w)
+        pick_rows[2 * io, 2 * io * sh], pick_rows[2 * io + 1, 2 * io * sh + 1] = 1, 1
+    inv_h = [_along_cols(f, h2) for f in _codelet(np.eye(2 * t), t, +1, pick_rows)]
+    expand = np.zeros((2 * t, 2 * h2))  # half spectrum -> full: X[t-k] = conj(X[k])
+    for k in range(t):
+        src, conj = (k, 1.0) if k < h2 else (t - k, -1.0)
+        expand[2 * k, 2 * src], expand[2 * k + 1, 2 * src + 1] = 1.0, conj
+    real_at = np.zeros((out_w, 2 * t))
+    for jo in range(out_w):
+        real_at[jo, 2 * jo * sw] = 1.0 / (t * t)
+    inv_w = [_along_rows(f, out_h) for f in _codelet(expand, t, +1, real_at)]
+    ins = tuple(Stage.from_dense(f) for f in along_w + along_h)
+    outs = tuple(Stage.from_dense(f) for f in inv_h + inv_w)
+    return ins, outs, out_h, out_w
 
 
 def fft(t: int, r: int, s: int, sh: int = 1, sw: int = 1) -> TransformConv:

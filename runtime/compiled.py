@@ -75,6 +75,7 @@ class CompiledModel:
         self._arena = aligned_bytes(max(program.arena_bytes, 64))
         self._lock = threading.Lock()
         self.pass_log: list[str] = []
+        self.choices: dict[str, Any] = {}  # layer -> algorithm choice (set by cnncc.compile)
 
     @property
     def input_names(self) -> list[str]:

@@ -1,0 +1,273 @@
+"""Choosing each convolution's algorithm on the CPU: candidates, an analytic cost model, measured accuracy against an
+error budget, and measured times from the tuning database.
+
+For every conv layer the chooser lists the algorithms that apply (:func:`cnncc.codegen.convalgo.why_not`), and for
+each one:
+
+* **error**: the algorithm's arithmetic run by numpy in float32 (:func:`cnncc.codegen.transforms.emulate`) on random
+  data of the layer's shape (batch 1, fixed seed), max |y - ref| / max |ref| against the float64 reference; a
+  candidate over ``max_error`` is excluded. Direct and im2col sum the same products in float32 and share the
+  float32 reference's error. Errors are cached per layer signature (they depend on no machine);
+* **estimate**: seconds on one core from the machine's measured FMA peak and memory bandwidths (measured once per
+  CPU and kept in the database): GEMM flops at a fixed efficiency, transform operations at the vector rate, the
+  transform buffers through the caches, and the weights from DRAM overlapped with the arithmetic;
+* **measured**: if ``cnncc tune`` (or ``tune=True``) timed the layer on this CPU, thread count and cnncc version,
+  the measured time decides instead of the estimate.
+
+The fastest candidate within the budget wins (measured if any candidate was measured, else estimated). The
+:class:`Choice` keeps every candidate with its figures, which ``cnncc explain`` prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnncc.codegen.convalgo import ConvShape, why_not
+from cnncc.codegen.layout import padded_channels
+from cnncc.codegen.target import Target
+from cnncc.codegen.transforms import emulate, transform_for
+from cnncc.errors import CnnccError
+from cnncc.ir import Node
+from cnncc.ops.conv2d import ALGORITHMS, ConvImpl
+from cnncc.tuning import TuningDB, TuningKey
+
+DEFAULT_MAX_ERROR = 1e-4  # max |y - ref| / max |ref| of one layer; F(4x4,3x3) measures 5e-6..3e-5 on ResNet/VGG
+DEFAULT_ALGORITHMS = ("direct", "im2col", "winograd2", "winograd4", "winograd6", "fft8", "fft16")
+GEMM_EFFICIENCY = 0.9  # the 1x1 kernel measured 91-104% of peak on ResNet-18's 1x1 layers
+DIRECT_EFFICIENCY = 0.95
+TRANSFORM_COST = 1.5  # cycles per vector add/FMA of a transform, loads and stores included
+
+
+@dataclass(frozen=True)
+class MachineModel:
+    """What the cost model knows of the machine: one core's FMA peak and two measured copy bandwidths."""
+
+    peak_gflops: float
+    cache_gbs: float  # a 4 MiB working set (L2/L3)
+    dram_gbs: float  # a 256 MiB working set
+
+    @staticmethod
+    def measure(target: Target) -> MachineModel:
+        from cnncc.codegen.peak import measure_peak_gflops
+
+        return MachineModel(measure_peak_gflops(target, seconds=0.2, repeats=5), _copy_gbs(4 << 20),
+                            _copy_gbs(256 << 20, repeats=3))
+
+    @staticmethod
+    def cached(target: Target, db: TuningDB | None) -> MachineModel:
+        key = TuningKey.for_target("machine model", target.cpu, target.features)
+        rec = db.get(key) if db is not None else None
+        if rec is not None:
+            return MachineModel(rec["peak_gflops"], rec["cache_gbs"], rec["dram_gbs"])
+        m = MachineModel.measure(target)
+        if db is not None:
+            db.put(key, {"peak_gflops": m.peak_gflops, "cache_gbs": m.cache_gbs, "dram_gbs": m.dram_gbs})
+        return m
+
+
+def _copy_gbs(nbytes: int, repeats: int = 7) -> float:
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best / 1e9  # read + write
+
+
+@dataclass
+class Candidate:
+    impl: ConvImpl
+    estimate_s: float
+    error: float | None = None
+    measured_s: float | None = None
+    excluded: str = ""  # why it may not be chosen (the error budget)
+
+    @property
+    def label(self) -> str:
+        i = self.impl
+        return i.algorithm + (f"(ur_w={i.ur_w},ocb={i.ocb})" if i.ur_w else "")
+
+    @property
+    def seconds(self) -> float:
+        return self.measured_s if self.measured_s is not None else self.estimate_s
+
+
+@dataclass
+class Choice:
+    layer: str
+    signature: str
+    impl: ConvImpl
+    basis: str  # "measured" | "model" | "only candidate"
+    candidates: list[Candidate] = field(default_factory=list)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def reason(self) -> str:
+        best = next(c for c in self.candidates if c.impl == self.impl)
+        parts = [f"{best.label}: {self.basis}"]
+        if best.measured_s is not None:
+            parts.append(f"measured {best.measured_s * 1e3:.3f} ms")
+        parts.append(f"model {best.estimate_s * 1e3:.3f} ms")
+        if best.error is not None:
+            parts.append(f"error {best.error:.1e}")
+        out = ", ".join(parts)
+        excluded = [f"{c.label} ({c.excluded})" for c in self.candidates if c.excluded]
+        if excluded:
+            out += "; excluded: " + ", ".join(excluded)
+        return out
+
+
+def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16) -> float:
+    """Seconds on one core (see the module docstring)."""
+    flops = m.peak_gflops * 1e9
+    vec_ops = flops / (2 * width) / TRANSFORM_COST
+    cp, kp = padded_channels(cs.c, width), padded_channels(cs.k, width)
+    cg = cs.c // cs.groups
+    w_bytes = cs.k * cg * cs.r * cs.s * 4
+    act_bytes = 4 * cs.n * (cp * cs.h * cs.w + kp * cs.oh * cs.ow)
+    if algorithm == "direct":
+        red = (cs.c if cs.c < width else cp) if cs.groups == 1 else (cg if cs.depthwise else padded_channels(cg, width))
+        compute = 2 * cs.n * kp * cs.oh * cs.ow * red * cs.r * cs.s / (flops * DIRECT_EFFICIENCY)
+        if cs.groups > 1 and not cs.depthwise and (cg % width or (cs.k // cs.groups) % width):
+            compute *= cs.groups  # block-diagonal fallback
+        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + act_bytes / (m.cache_gbs * 1e9)
+    if algorithm == "im2col":
+        rows = cs.r * cs.s * cp if cs.c >= width else padded_channels(cs.c * cs.r * cs.s, width)
+        patches = 4 * cs.n * rows * cs.oh * cs.ow
+        compute = 2 * cs.n * kp * cs.oh * cs.ow * rows / (flops * GEMM_EFFICIENCY)
+        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + (2 * patches + act_bytes) / (m.cache_gbs * 1e9)
+    tc = transform_for(algorithm, cs.r, cs.s, cs.stride[0], cs.stride[1])
+    th, tw = tc.tiles(cs.oh, cs.ow)
+    tiles = cs.n * th * tw
+    pc, pk = tc.pair * cp, tc.pair * kp
+    gemm = 2 * tc.points * tiles * pc * pk / (flops * GEMM_EFFICIENCY)
+    in_ops, out_ops = tc.transform_ops()
+    transforms = tiles * (in_ops * cp + out_ops * kp) / width / vec_ops
+    buffers = 2 * 4 * tc.points * tiles * (pc + pk)
+    u_bytes = 4 * tc.points * pc * pk
+    return max(gemm, u_bytes / (m.dram_gbs * 1e9)) + transforms + (buffers + act_bytes) / (m.cache_gbs * 1e9)
+
+
+def emulated_error(cs: ConvShape, algorithm: str, seed: int = 0) -> float:
+    """max |y - ref| / max |ref| of ``algorithm`` in float32 on random data of the layer's shape (batch 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, cs.c, cs.h, cs.w))
+    w = rng.standard_normal((cs.k, cs.c // cs.groups, cs.r, cs.s)) / np.sqrt(cs.c // cs.groups * cs.r * cs.s)
+    ref = _conv(x, w, cs, np.float64)
+    if algorithm in ("direct", "im2col"):
+        got = _conv(x.astype(np.float32), w.astype(np.float32), cs, np.float32)
+    else:
+        tc = transform_for(algorithm, cs.r, cs.s, cs.stride[0], cs.stride[1])
+        got = emulate(x.astype(np.float32), w, tc, cs.padding, np.float32)
+    return float(np.abs(got.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def _conv(x: np.ndarray, w: np.ndarray, cs: ConvShape, dtype: type) -> np.ndarray:
+    from cnncc.ops import conv2d
+
+    a = conv2d.Conv2dAttrs(cs.stride, cs.padding, cs.dilation, cs.groups)
+    return conv2d.OP.run_reference([x.astype(dtype), w.astype(dtype)], a)[0]
+
+
+class CpuConvChooser:
+    """Picks each conv layer's algorithm (see the module docstring); used by the ``select-algorithms`` pass."""
+
+    def __init__(self, target: Target, max_error: float = DEFAULT_MAX_ERROR,
+                 algorithms: Sequence[str] = DEFAULT_ALGORITHMS, db: TuningDB | None = None, threads: int = 1,
+                 machine: MachineModel | None = None) -> None:
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if unknown:
+            raise CnnccError(f"unknown convolution algorithm(s) {', '.join(unknown)}: choose from "
+                             f"{', '.join(ALGORITHMS)}")
+        if not (isinstance(max_error, float | int) and max_error > 0):
+            raise CnnccError(f"max_error must be a positive number, got {max_error!r}")
+        self.target, self.max_error, self.algorithms = target, float(max_error), tuple(algorithms)
+        self.db, self.threads = db, threads
+        self._machine = machine
+        self._errors: dict[tuple[str, str], float] = {}
+        self.all_errors = False
+
+    @property
+    def machine(self) -> MachineModel:
+        if self._machine is None:
+            self._machine = MachineModel.cached(self.target, self.db)
+        return self._machine
+
+    def key(self, cs: ConvShape) -> TuningKey:
+        return TuningKey.for_target(f"{cs.signature()} threads={self.threads}", self.target.cpu,
+                                    self.target.features)
+
+    def error(self, cs: ConvShape, algorithm: str) -> float:
+        sig = ConvShape(**{**cs.__dict__, "n": 1}).signature()
+        k = (sig, algorithm)
+        if k not in self._errors:
+            dbkey = TuningKey.for_target(f"error {sig} {algorithm}", "any", "")
+            rec = self.db.get(dbkey) if self.db is not None else None
+            if rec is None:
+                rec = {"error": emulated_error(cs, algorithm)}
+                if self.db is not None:
+                    self.db.put(dbkey, rec)
+            self._errors[k] = rec["error"]
+        return self._errors[k]
+
+    def candidates(self, cs: ConvShape) -> tuple[list[Candidate], dict[str, str]]:
+        """The algorithms that apply, with estimates and any measured times (errors are filled by ``choose``)."""
+        cands, skipped = [], {}
+        for algo in self.algorithms:
+            why = why_not(algo, cs)
+            if why is not None:
+                skipped[algo] = why
+                continue
+            cands.append(Candidate(ConvImpl(algo), estimate(cs, algo, self.machine, self.target.vector_width)))
+        rec = self.db.get(self.key(cs)) if self.db is not None else None
+        if rec is not None:
+            by_label = {c.label: c for c in cands}
+            for label, m in rec.get("measured", {}).items():
+                if label in by_label:
+                    by_label[label].measured_s = m["seconds"]
+                elif m.get("impl"):  # a schedule variant tuning found
+                    impl = ConvImpl(**m["impl"])
+                    base = next((c for c in cands if c.impl.algorithm == impl.algorithm), None)
+                    if base is not None:
+                        cands.append(Candidate(impl, base.estimate_s, measured_s=m["seconds"]))
+        return cands, skipped
+
+    def check_error(self, cs: ConvShape, cand: Candidate) -> bool:
+        """Measure (or recall) ``cand``'s error and exclude it if over the budget; True if it is allowed."""
+        if cand.error is None:
+            cand.error = self.error(cs, cand.impl.algorithm)
+            if cand.error > self.max_error:
+                cand.excluded = f"error {cand.error:.1e} > budget {self.max_error:.0e}"
+        return not cand.excluded
+
+    def choose_shape(self, cs: ConvShape, layer: str = "", all_errors: bool = False) -> Choice:
+        """The fastest allowed candidate. Errors are measured lazily, fastest first, until one is within the budget
+        (``all_errors``: for every candidate, as ``cnncc explain`` shows)."""
+        cands, skipped = self.candidates(cs)
+        if not cands:
+            raise CnnccError(f"layer '{layer}': none of the algorithms {', '.join(self.algorithms)} applies "
+                             f"({'; '.join(f'{a}: {w}' for a, w in skipped.items())})")
+        if len(cands) == 1:
+            return Choice(layer, cs.signature(), cands[0].impl, "only candidate", cands, skipped)
+        measured = any(c.measured_s is not None for c in cands)
+        basis = "measured" if measured else "model"
+        order = sorted(cands, key=lambda c: (c.measured_s is None, c.seconds) if measured else c.estimate_s)
+        best = next((c for c in order if self.check_error(cs, c)), None)
+        if best is None:  # nothing within the budget: the most accurate
+            best, basis = min(cands, key=lambda c: c.error or 0.0), "most accurate (none within the budget)"
+        if all_errors:
+            for c in cands:
+                self.check_error(cs, c)
+        return Choice(layer, cs.signature(), best.impl, basis, cands, skipped)
+
+    def choose(self, node: Node) -> Choice:
+        return self.choose_shape(ConvShape.of(node), node.layer, self.all_errors)
+
+
+def conv_nodes(nodes: Iterable[Node]) -> list[Node]:
+    return [n for n in nodes if n.op in ("conv2d", "fused_conv2d")]

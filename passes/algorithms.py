@@ -1,0 +1,38 @@
+"""select-algorithms: set each convolution's ``impl`` (algorithm and schedule) from a backend's chooser.
+
+The pass is target-neutral: the chooser (for the CPU, :class:`cnncc.codegen.select.CpuConvChooser`) knows the
+algorithms, their constraints, costs and errors; the pass only asks it per conv node, writes the answer into the
+IR, and records the choice with its reasons in ``ctx.choices`` (what ``cnncc explain`` prints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from cnncc.ir import Graph, Node
+from cnncc.passes.rewrite import Rewriter, rewrite
+from cnncc.passmanager import PassContext
+
+
+@dataclass
+class SelectConvAlgorithms:
+    chooser: Any  # .choose(node) -> Choice with .impl, .layer and .reason()
+    name: str = "select-algorithms"
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        def pattern(node: Node, rw: Rewriter) -> bool:
+            if node.op not in ("conv2d", "fused_conv2d"):
+                return False
+            choice = self.chooser.choose(node)
+            ctx.choices[node.layer] = choice
+            ctx.note(self.name, f"{node.layer}: {choice.reason()}")
+            if node.op == "fused_conv2d":
+                attrs = dataclasses.replace(node.attrs, conv=dataclasses.replace(node.attrs.conv, impl=choice.impl))
+            else:
+                attrs = dataclasses.replace(node.attrs, impl=choice.impl)
+            rw.replace(node.outputs[0], rw.emit(node.op, [rw.value(v) for v in node.inputs], attrs, node.layer))
+            return True
+
+        return rewrite(graph, ctx, pattern)
