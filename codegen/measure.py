@@ -114,8 +114,6 @@ def tune_shapes(shapes: dict[ConvShape, list[str]], chooser: CpuConvChooser, cpu
         if rec is not None:
             results.append(TuneResult(cs.signature(), layers, {}, rec.get("best", ""), True))
             continue
-        if budget_s is not None and time.perf_counter() - t0 > budget_s:
-            break
         cands, _ = chooser.candidates(cs)
         for c in cands:
             chooser.check_error(cs, c)
@@ -134,6 +132,8 @@ def tune_shapes(shapes: dict[ConvShape, list[str]], chooser: CpuConvChooser, cpu
                 label: {"seconds": m.seconds, "error": m.error, "impl": vars(m.impl)}
                 for label, m in measured.items()}})
         results.append(TuneResult(cs.signature(), layers, measured, best, False))
+        if budget_s is not None and time.perf_counter() - t0 > budget_s:
+            break  # the budget ran out during this layer: the rest waits for the next run
     if progress:
         progress("", len(items), len(items))
     return results
