@@ -2,8 +2,9 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_models.py [--quick] [--models resnet18,...]
 
-For each model/batch/thread count: min, median and max latency over repeated calls for each engine, the ratios
-cnncc/ONNX Runtime and cnncc/PyTorch, and cnncc's compile time. ONNX Runtime runs the model exported from the same
+For each model/batch/thread count: min, median and max latency over repeated calls for each engine (cnncc with its
+algorithm selection, and with direct convolution only), the ratios cnncc/ONNX Runtime and cnncc/PyTorch, and cnncc's
+compile time. ONNX Runtime runs the model exported from the same
 PyTorch twin (``cnncc.twins``) that holds cnncc's weights. Then a per-layer table of ResNet-18's convolutions from
 cnncc's profiled entry point: GFLOP/s and % of the single-core FMA peak measured in the same run with cnncc's own
 backend, on one and two threads: each convolution compiled on its own (hot caches, the kernel's own speed) and
@@ -73,6 +74,10 @@ def bench_case(name: str, batch: int, threads_list: list[int], min_seconds: floa
     t0 = time.perf_counter()
     compiled = cnncc.compile(model, batch=batch)
     compile_s = time.perf_counter() - t0
+    direct = cnncc.compile(model, batch=batch, algorithms="direct")
+    algos: dict[str, int] = {}
+    for choice in compiled.choices.values():
+        algos[choice.impl.algorithm] = algos.get(choice.impl.algorithm, 0) + 1
     rows = []
     for threads in threads_list:
         torch.set_num_threads(threads)
@@ -82,16 +87,20 @@ def bench_case(name: str, batch: int, threads_list: list[int], min_seconds: floa
             err = rel_error(compiled(x, threads=threads), want)
             res = {"cnncc": timings(lambda t=threads: compiled(x, threads=t), min_seconds),
                    "onnxruntime": timings(lambda s=sess: s.run(None, {"x": x}), min_seconds),
+                   "cnncc_direct": timings(lambda t=threads: direct(x, threads=t), min_seconds),
                    "pytorch": timings(lambda: twin(torch.from_numpy(x)), min_seconds)}
         row = {"model": name, "batch": batch, "threads": threads, "compile_s": compile_s, "max_rel_error": err,
+               "algorithms": algos,
                **{f"{k}_{s}": v[s] for k, v in res.items() for s in ("min_ms", "median_ms", "max_ms")},
                "ratio_vs_onnxruntime": res["cnncc"]["min_ms"] / res["onnxruntime"]["min_ms"],
+               "ratio_direct_vs_onnxruntime": res["cnncc_direct"]["min_ms"] / res["onnxruntime"]["min_ms"],
                "ratio_vs_pytorch": res["cnncc"]["min_ms"] / res["pytorch"]["min_ms"]}
         rows.append(row)
         print(f"{name:9s} b{batch:<3d} t{threads}  cnncc {row['cnncc_min_ms']:8.3f}"
               f"  ort {row['onnxruntime_min_ms']:8.3f}  torch {row['pytorch_min_ms']:8.3f}  ms (min)"
-              f"   cnncc/ort {row['ratio_vs_onnxruntime']:.2f}  cnncc/torch {row['ratio_vs_pytorch']:.2f}"
-              f"  compile {compile_s:.2f}s  err {err:.1e}", flush=True)
+              f"   cnncc/ort {row['ratio_vs_onnxruntime']:.2f} (direct only {row['ratio_direct_vs_onnxruntime']:.2f})"
+              f"  cnncc/torch {row['ratio_vs_pytorch']:.2f}  compile {compile_s:.2f}s  err {err:.1e}  {algos}",
+              flush=True)
     return rows
 
 
@@ -113,7 +122,8 @@ def _isolated(node: object, params: dict[str, np.ndarray], repeats: int) -> tupl
     w = b.param("w", node.inputs[1].shape)  # type: ignore[attr-defined]
     b.output(b.apply("conv2d", [x, w], node.attrs, layer="conv"))  # type: ignore[attr-defined]
     graph = b.build()
-    compiled = cnncc.compile(graph, params={"w": params[node.inputs[1].name]})  # type: ignore[attr-defined]
+    compiled = cnncc.compile(graph, params={"w": params[node.inputs[1].name]},  # type: ignore[attr-defined]
+                             algorithms="direct")
     xin = np.random.default_rng(0).standard_normal(graph.inputs[0].shape).astype(np.float32)
     index = next(i for i, c in enumerate(compiled.program.calls) if c.kernel == "conv_direct")
     return _best(compiled, xin, 1, repeats)[index], _best(compiled, xin, 2, repeats)[index]
@@ -125,7 +135,7 @@ def conv_layers(peak: float, repeats: int = 20) -> list[dict[str, object]]:
     from cnncc.frontend.models import get_model
 
     model = get_model("resnet18")
-    compiled = cnncc.compile(model)
+    compiled = cnncc.compile(model, algorithms="direct")  # the direct kernel's own efficiency
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     net = {t: _best(compiled, x, t, repeats) for t in (1, 2)}
     nodes = {n.layer: n for n in model.graph().nodes if n.op == "conv2d"}

@@ -378,7 +378,10 @@ def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
             _epilogue(em, env, p, tile.accumulate(ur, ow0), ur, y_item, ow0, kg, r_item)
 
         em.each(0, full, main, name="tile")
-        if ur > 1 and (p.out_w == 0 or p.out_w % ur):  # no tail code when the tile divides the row
+        if p.out_w and p.out_w % ur:  # one narrower tile for the rest of the row (13 = 7 + 6, not 7 + 6 x 1)
+            rest, ow0 = p.out_w % ur, i64(p.out_w - p.out_w % ur)
+            _epilogue(em, env, p, tile.accumulate(rest, ow0), rest, y_item, ow0, kg, r_item)
+        elif ur > 1 and p.out_w == 0:  # batch rows (linear): the count is known at run time only
             em.each(b.mul(full, i64(ur)), out_w,
                     lambda ow0: _epilogue(em, env, p, tile.accumulate(1, ow0), 1, y_item, ow0, kg, r_item),
                     name="tail")
