@@ -6,8 +6,9 @@
 2. FFT (and im2col) vs direct on AlexNet's 5x5 and 11x11 layers.
 3. Each algorithm's max error against float64, as a ratio to direct's error on the same layer.
 4. Selection quality on every distinct conv layer of the zoo: every applicable candidate is measured twice (runs A
-   and B); the cost model's choice (no tuning data) and the tuned choice (the best of run A, what `cnncc tune`
-   stores) are each compared with the best of run B (an independent measurement, so noise is not hidden).
+   and B, each timing the candidates round-robin); the cost model's choice (no tuning data) and the tuned choice
+   (the best of run A, what `cnncc tune` stores) are each compared with the best of run B (an independent
+   measurement, so noise is not hidden).
 
 Each layer is compiled on its own (see cnncc.codegen.measure: the layer's own kernels, best of repeated profiled
 runs). % of peak divides by the single-core FMA peak measured at the start of the run. Results go to
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import cnncc
 from cnncc.codegen.convalgo import ConvShape, why_not
-from cnncc.codegen.measure import measure, model_convs
+from cnncc.codegen.measure import measure_many, model_convs
 from cnncc.codegen.peak import measure_peak_gflops
 from cnncc.codegen.select import DEFAULT_ALGORITHMS, CpuConvChooser, MachineModel
 from cnncc.codegen.target import Target
@@ -44,10 +45,10 @@ def zoo_shapes(names: list[str]) -> dict[ConvShape, list[str]]:
     return out
 
 
-def run(cs: ConvShape, algo: str, threads: int, repeats: int, peak: float) -> dict[str, object]:
-    m = measure(cs, ConvImpl(algo), threads=threads, repeats=repeats)
-    return {"algorithm": algo, "ms": m.seconds * 1e3, "gflops": m.gflops, "pct_peak": 100 * m.gflops / peak,
-            "error": m.error}
+def run(cs: ConvShape, algos: list[str], threads: int, repeats: int, peak: float) -> list[dict[str, object]]:
+    ms = measure_many(cs, [ConvImpl(a) for a in algos], threads=threads, repeats=repeats)
+    return [{"algorithm": a, "ms": m.seconds * 1e3, "gflops": m.gflops, "pct_peak": 100 * m.gflops / peak,
+             "error": m.error} for a, m in zip(algos, ms, strict=True)]
 
 
 def table(title: str, rows: list[dict[str, object]]) -> None:
@@ -62,7 +63,7 @@ def per_layer(shapes: dict[ConvShape, list[str]], algos: list[str], threads: int
               peak: float) -> list[dict[str, object]]:
     rows = []
     for cs, layers in shapes.items():
-        got = [run(cs, a, threads, repeats, peak) for a in algos if why_not(a, cs) is None]
+        got = run(cs, [a for a in algos if why_not(a, cs) is None], threads, repeats, peak)
         direct = next(g for g in got if g["algorithm"] == "direct")
         for g in got:
             rows.append({"layer": layers[0], "layers": layers, "signature": cs.signature(), **g,
@@ -73,11 +74,11 @@ def per_layer(shapes: dict[ConvShape, list[str]], algos: list[str], threads: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="3 repeats per candidate instead of 10")
+    ap.add_argument("--quick", action="store_true", help="1 profiled run per round instead of 4")
     ap.add_argument("--skip-selection", action="store_true", help="sections 1-3 only")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    repeats = 3 if args.quick else 10
+    repeats = 1 if args.quick else 4  # per round; candidates are timed in 3 round-robin rounds
     target = Target.host()
     peak = measure_peak_gflops(target) * args.threads
     machine = MachineModel.measure(target)
@@ -128,8 +129,10 @@ def selection(target: Target, machine: MachineModel, threads: int, repeats: int,
         choice = chooser.choose_shape(cs, layers[0])
         allowed = [c.impl.algorithm for c in choice.candidates if not c.excluded]
         algos = [a for a in DEFAULT_ALGORITHMS if why_not(a, cs) is None and a in allowed]
-        a = {x: measure(cs, ConvImpl(x), threads=threads, repeats=repeats).seconds for x in algos}
-        b = {x: measure(cs, ConvImpl(x), threads=threads, repeats=repeats).seconds for x in algos}
+        a = {x: m.seconds for x, m in zip(algos, measure_many(cs, [ConvImpl(x) for x in algos], threads=threads,
+                                                                 repeats=repeats), strict=True)}
+        b = {x: m.seconds for x, m in zip(algos, measure_many(cs, [ConvImpl(x) for x in algos], threads=threads,
+                                                                 repeats=repeats), strict=True)}
         best_b = min(b.values())
         model_pick, tuned_pick = choice.impl.algorithm, min(a, key=a.__getitem__)
         row = {"layers": layers, "signature": cs.signature(), "run_a_ms": {k: v * 1e3 for k, v in a.items()},

@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--interpret", action="store_true", help="use the numpy reference interpreter")
     run.add_argument("--threads", type=int, default=None, help="threads for compiled code (default: all cores)")
     run.add_argument("--cpu", default="host", help="LLVM CPU to compile for: host (default) or e.g. x86-64-v3")
+    run.add_argument("--algorithms", metavar="A[,B]", help="convolution algorithms to choose from (default: all of "
+                                                            "direct, im2col, winograd2/4/6, fft8/16; `cnncc explain`)")
+    run.add_argument("--max-error", type=float, default=None,
+                     help="error budget of a conv layer: max |y - ref| / max |ref| against float64 (default 1e-4)")
     run.add_argument("-o", "--output", metavar="FILE.npy", help="save the output array")
     opt = sub.add_parser("opt", help="run graph passes and print the IR",
                          description="Run passes on a model's graph (default: the CPU inference pipeline) and print "
@@ -204,7 +208,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         import cnncc
 
         t0 = time.perf_counter()
-        compiled = cnncc.compile(model, batch=x.shape[0], threads=args.threads, cpu=args.cpu)
+        compiled = cnncc.compile(model, batch=x.shape[0], threads=args.threads, cpu=args.cpu,
+                                 algorithms=args.algorithms.split(",") if args.algorithms else None,
+                                 max_error=args.max_error)
         tc = time.perf_counter() - t0
         compiled(x)
         t0 = time.perf_counter()

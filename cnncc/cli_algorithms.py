@@ -52,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnncc.codegen.measure import applicable, measure
+    from cnncc.codegen.measure import applicable, measure_many
     from cnncc.codegen.peak import measure_peak_gflops
 
     model, graph, chooser, target = _setup(args)
@@ -66,9 +66,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for cs, layers in shapes.items():
             choice = chooser.choose_shape(cs, layers[0])
             cands = {c.impl.algorithm: c for c in choice.candidates}
-            for algo in applicable(cs, chooser.algorithms):
-                progress.update(task, description=f"{layers[0]} {algo}")
-                m = measure(cs, cands[algo].impl, args.cpu, threads, args.repeats)
+            algos = applicable(cs, chooser.algorithms)
+            progress.update(task, description=f"{layers[0]} ({', '.join(algos)})")
+            for algo, m in zip(algos, measure_many(cs, [cands[a].impl for a in algos], args.cpu, threads,
+                                                   max(1, args.repeats // 3)), strict=True):
                 rows.append({"layers": layers, "signature": cs.signature(), "algorithm": algo,
                              "ms": m.seconds * 1e3, "gflops": m.gflops, "pct_peak": 100 * m.gflops / peak,
                              "error": m.error, "model_ms": cands[algo].estimate_s * 1e3 / threads,
@@ -215,7 +216,8 @@ def add_parsers(sub: Any, model_help: str) -> None:
     common(bench)
     bench.add_argument("--layer", help="only this layer")
     bench.add_argument("--algorithms", metavar="A[,B]", help="comma-separated subset (default: all)")
-    bench.add_argument("--repeats", type=int, default=10, help="profiled runs per candidate (best is kept)")
+    bench.add_argument("--repeats", type=int, default=10, help="profiled runs per candidate, in 3 round-robin rounds "
+                                                               "over the candidates (the best is kept)")
     bench.add_argument("--out", default=".", metavar="DIR", help="where the JSON and PNG go (default .)")
     tune = sub.add_parser("tune", help="measure each conv layer's best algorithm into the tuning database",
                           description="For every distinct conv layer shape, time the cost model's top candidates "

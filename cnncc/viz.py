@@ -121,10 +121,18 @@ class View:
 
 
 # -- building the view -----------------------------------------------------------------------------------------------
+def _pipeline() -> list[Any]:
+    """What ``cnncc.compile`` runs: the CPU inference pipeline, then the choice of each conv's algorithm."""
+    from cnncc.api import conv_selection
+    from cnncc.passes import cpu_inference
+
+    return [*cpu_inference(), conv_selection()]
+
+
 def pipeline_names() -> list[str]:
     from cnncc.passes import cpu_inference
 
-    return [p.name for p in cpu_inference()]
+    return [p.name for p in cpu_inference()] + ["select-algorithms"]
 
 
 def stage_names() -> list[str]:
@@ -136,20 +144,18 @@ def optimized_graph(graph: Graph, params: Mapping[str, np.ndarray], after: str =
                     ) -> tuple[Graph, dict[str, np.ndarray], str, list[str]]:
     """``graph`` after the pass ``after`` of the CPU inference pipeline; returns graph, weights, a description of
     the stage and the passes' log."""
-    from cnncc.passes import cpu_inference
     from cnncc.passmanager import PassContext, run_passes
 
-    passes = cpu_inference()
-    names = [p.name for p in passes]
+    names = pipeline_names()
     if after not in ("none", "all", *names):
         raise CnnccError(f"unknown pass '{after}' for --after; valid names: {', '.join(stage_names())}")
     if after == "none":
         return graph, dict(params), "the DSL graph, before any pass", []
-    upto = len(passes) if after == "all" else names.index(after) + 1
+    upto = len(names) if after == "all" else names.index(after) + 1
     ctx = PassContext(dict(params))
-    out = run_passes(graph, passes[:upto], ctx)
-    what = ("after the whole CPU inference pipeline" if upto == len(passes)
-            else f"after {after} (pass {upto} of {len(passes)} of the CPU inference pipeline)")
+    out = run_passes(graph, _pipeline()[:upto], ctx)
+    what = ("after the whole CPU inference pipeline" if upto == len(names)
+            else f"after {after} (pass {upto} of {len(names)} of the CPU inference pipeline)")
     return out, ctx.params, what, ctx.log
 
 
@@ -204,6 +210,13 @@ def physical(graph: Graph, params: Mapping[str, np.ndarray]) -> _Physical:
             writer.setdefault(id(buf), []).append(call.kernel)
     algorithm: dict[Value, str] = {}
     for node in graph.nodes:
+        if node.op in ("conv2d", "fused_conv2d"):  # what the lowering ran: the chosen algorithm, or its fallback
+            from cnncc.codegen.convalgo import ConvShape, impl_of, why_not
+
+            cs, impl = ConvShape.of(node), impl_of(node)
+            algorithm[node.outputs[0]] = ("depthwise" if cs.depthwise else impl.algorithm
+                                          if why_not(impl.algorithm, cs) is None else "direct")
+            continue
         for v in node.outputs:
             p = lw.placed.get(v)
             if p is None:

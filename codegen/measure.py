@@ -55,21 +55,35 @@ def layer_graph(cs: ConvShape, impl: ConvImpl | None,
 def measure(cs: ConvShape, impl: ConvImpl, cpu: str = "host", threads: int = 1, repeats: int = 10,
             check: bool = True) -> Measurement:
     """Compile the layer with ``impl``, time it (best of ``repeats`` per kernel) and measure its error."""
+    return measure_many(cs, [impl], cpu, threads, repeats, rounds=1, check=check)[0]
+
+
+def measure_many(cs: ConvShape, impls: Sequence[ConvImpl], cpu: str = "host", threads: int = 1, repeats: int = 10,
+                 rounds: int = 3, check: bool = True) -> list[Measurement]:
+    """Compile the layer once per ``impl``, then time the candidates round-robin for ``rounds`` rounds and keep each
+    one's best: a slow spell of a shared machine hits every candidate alike instead of one."""
     import cnncc
     from cnncc.runtime import interpret
 
-    graph, params, inputs = layer_graph(cs, impl)
-    cm = cnncc.compile(graph, params=params, cpu=cpu, threads=threads, batch=cs.n, optimize_graph=False)
-    error = float("nan")
+    graph, params, inputs = layer_graph(cs, None)
+    want = None
     if check:
-        got = cm.run(inputs)["y"]
         want = interpret(graph, {k: v.astype(np.float64) for k, v in inputs.items()},
                          {k: v.astype(np.float64) for k, v in params.items()}, dtype="float64")["y"]
-        error = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-    cm.run(inputs)
-    timings = cm.profile(inputs, repeats=repeats, threads=threads)
-    seconds = sum(t.seconds for t in timings if t.kernel not in EDGE_KERNELS)
-    return Measurement(impl, seconds, error, cs.macs)
+    compiled, errors = [], []
+    for impl in impls:
+        g, _, _ = layer_graph(cs, impl)
+        cm = cnncc.compile(g, params=params, cpu=cpu, threads=threads, batch=cs.n, optimize_graph=False)
+        got = cm.run(inputs)["y"]
+        errors.append(float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)) if want is not None
+                      else float("nan"))
+        compiled.append(cm)
+    best = [float("inf")] * len(impls)
+    for _ in range(rounds):
+        for i, cm in enumerate(compiled):
+            timings = cm.profile(inputs, repeats=repeats, threads=threads)
+            best[i] = min(best[i], sum(t.seconds for t in timings if t.kernel not in EDGE_KERNELS))
+    return [Measurement(impl, t, e, cs.macs) for impl, t, e in zip(impls, best, errors, strict=True)]
 
 
 def schedule_variants(cs: ConvShape, width: int) -> list[ConvImpl]:
@@ -122,10 +136,8 @@ def tune_shapes(shapes: dict[ConvShape, list[str]], chooser: CpuConvChooser, cpu
         if ConvImpl("direct") not in pick:
             pick.append(ConvImpl("direct"))
         pick += schedule_variants(cs, chooser.target.vector_width)
-        measured = {}
-        for impl in pick:
-            m = measure(cs, impl, cpu, chooser.threads, repeats)
-            measured[Candidate(impl, 0.0).label] = m
+        measured = {Candidate(m.impl, 0.0).label: m
+                    for m in measure_many(cs, pick, cpu, chooser.threads, max(1, repeats // 3))}
         best = min(measured, key=lambda k: measured[k].seconds)
         if chooser.db is not None:
             chooser.db.put(key, {"signature": cs.signature(), "best": best, "measured": {

@@ -20,6 +20,7 @@ The fastest candidate within the budget wins (measured if any candidate was meas
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,12 @@ DEFAULT_MAX_ERROR = 1e-4  # max |y - ref| / max |ref| of one layer; F(4x4,3x3) m
 DEFAULT_ALGORITHMS = ("direct", "im2col", "winograd2", "winograd4", "winograd6", "fft8", "fft16")
 GEMM_EFFICIENCY = 0.9  # the 1x1 kernel measured 91-104% of peak on ResNet-18's 1x1 layers
 DIRECT_EFFICIENCY = 0.95
-TRANSFORM_COST = 1.5  # cycles per vector add/FMA of a transform, loads and stores included
+# Calibration (least squares over the transform algorithms' times on the zoo's 126 conv shapes, 2026-11-22): the
+# transforms run ~2 vector operations per cycle, and their buffers move at ~1.7x the 4 MiB copy bandwidth (they are
+# written and read back while still in L2).
+TRANSFORM_COST = 0.75  # cycles per vector add/FMA of a transform, loads and stores included
+BUFFER_REUSE = 0.6
+L2_BYTES, L3_BYTES = 1 << 20, 32 << 20  # per core; shared (AMD Zen 4 EPYC)
 
 
 @dataclass(frozen=True)
@@ -48,25 +54,33 @@ class MachineModel:
     """What the cost model knows of the machine: one core's FMA peak and two measured copy bandwidths."""
 
     peak_gflops: float
-    cache_gbs: float  # a 4 MiB working set (L2/L3)
+    cache_gbs: float  # a 4 MiB working set (L3)
     dram_gbs: float  # a 256 MiB working set
+    l2_gbs: float = 0.0  # a 256 KiB working set (L2); 0: as cache_gbs
+
+    def bandwidth(self, nbytes: float) -> float:
+        """Bytes per second for streaming a working set of ``nbytes`` through the level it fits in."""
+        if nbytes <= L2_BYTES // 2 and self.l2_gbs:
+            return self.l2_gbs * 1e9
+        return (self.cache_gbs if nbytes <= L3_BYTES // 2 else self.dram_gbs) * 1e9
 
     @staticmethod
     def measure(target: Target) -> MachineModel:
         from cnncc.codegen.peak import measure_peak_gflops
 
         return MachineModel(measure_peak_gflops(target, seconds=0.2, repeats=5), _copy_gbs(4 << 20),
-                            _copy_gbs(256 << 20, repeats=3))
+                            _copy_gbs(256 << 20, repeats=3), _copy_gbs(256 << 10, repeats=50))
 
     @staticmethod
     def cached(target: Target, db: TuningDB | None) -> MachineModel:
         key = TuningKey.for_target("machine model", target.cpu, target.features)
         rec = db.get(key) if db is not None else None
-        if rec is not None:
-            return MachineModel(rec["peak_gflops"], rec["cache_gbs"], rec["dram_gbs"])
+        fields = [f.name for f in dataclasses.fields(MachineModel)]
+        if rec is not None and all(f in rec for f in fields):
+            return MachineModel(**{f: rec[f] for f in fields})
         m = MachineModel.measure(target)
         if db is not None:
-            db.put(key, {"peak_gflops": m.peak_gflops, "cache_gbs": m.cache_gbs, "dram_gbs": m.dram_gbs})
+            db.put(key, dataclasses.asdict(m))
         return m
 
 
@@ -136,12 +150,13 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16) ->
         compute = 2 * cs.n * kp * cs.oh * cs.ow * red * cs.r * cs.s / (flops * DIRECT_EFFICIENCY)
         if cs.groups > 1 and not cs.depthwise and (cg % width or (cs.k // cs.groups) % width):
             compute *= cs.groups  # block-diagonal fallback
-        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + act_bytes / (m.cache_gbs * 1e9)
+        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + act_bytes / m.bandwidth(act_bytes)
     if algorithm == "im2col":
         rows = cs.r * cs.s * cp if cs.c >= width else padded_channels(cs.c * cs.r * cs.s, width)
         patches = 4 * cs.n * rows * cs.oh * cs.ow
         compute = 2 * cs.n * kp * cs.oh * cs.ow * rows / (flops * GEMM_EFFICIENCY)
-        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + (2 * patches + act_bytes) / (m.cache_gbs * 1e9)
+        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + (2 * patches + act_bytes) / m.bandwidth(
+            patches + act_bytes)
     tc = transform_for(algorithm, cs.r, cs.s, cs.stride[0], cs.stride[1])
     th, tw = tc.tiles(cs.oh, cs.ow)
     tiles = cs.n * th * tw
@@ -152,7 +167,8 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16) ->
     transforms = tiles * (in_ops * cp + out_ops * kp) / width / vec_ops
     buffers = 2 * 4 * tc.points * tiles * (pc + pk)
     u_bytes = 4 * tc.points * pc * pk
-    return max(gemm, u_bytes / (m.dram_gbs * 1e9)) + transforms + (buffers + act_bytes) / (m.cache_gbs * 1e9)
+    return max(gemm, u_bytes / (m.dram_gbs * 1e9)) + transforms + (BUFFER_REUSE * buffers + act_bytes) / m.bandwidth(
+        buffers / 2 + act_bytes)
 
 
 def tile_efficiency(ur: int, ocb: int, pixels: int) -> float:

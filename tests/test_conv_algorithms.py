@@ -303,3 +303,15 @@ def test_cli_bench_tune_explain(tmp_path: Path) -> None:
     assert "CHOSEN (measured)" in r.stdout and "not applicable" in r.stdout
     r = run_cli(tmp_path, "explain", "lenet5", "--layer", "nope")
     assert r.returncode == 2 and "no conv layer named 'nope'; the conv layers are: conv1, conv2" in r.stderr
+
+
+def test_compile_survives_a_corrupted_tuning_database(tmp_path: Path) -> None:
+    from cnncc.tuning import TuningDBWarning
+
+    path = tmp_path / "db.json"
+    path.write_text('{"format": "cnncc-tuning", "version": 1, "records": {"conv2d n1')  # a write cut short
+    with pytest.warns(TuningDBWarning, match="rebuild"):
+        cm = cnncc.compile(models.lenet5(), tuning_db=path)
+    assert cm.choices["conv1"].impl.algorithm in ALGORITHMS
+    assert json.loads(path.read_text())["format"] == "cnncc-tuning"  # rebuilt with this compile's records
+    assert (tmp_path / "db.json.corrupt").exists()
