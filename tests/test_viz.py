@@ -83,8 +83,10 @@ def test_resnet18_shows_fusion_clusters_and_memory(views: dict) -> None:
     assert text.count("subgraph cluster_") == 4 + 8  # layerN and layerN.k
     assert "style=dashed" in text  # residual operands of the epilogue adds
     assert view.arena_bytes and f"{view.arena_bytes:,} B" in text
-    conv = next(n for n in view.nodes if n.layer == "layer1.0.conv2")
-    assert conv.algorithm == "direct" and conv.layout.startswith("NCHW") and conv.place == "arena"
+    conv = next(n for n in view.nodes if n.layer == "layer1.0.conv2")  # a 3x3 64->64 layer: Winograd is chosen
+    assert conv.algorithm.startswith("winograd") and conv.layout.startswith("NCHW") and conv.place == "arena"
+    stem = next(n for n in view.nodes if n.layer == "conv1")  # 7x7 stride 2 on 3 channels: direct
+    assert stem.algorithm == "direct"
     assert conv.offset >= 0 and conv.nbytes == 64 * 56 * 56 * 4
 
 
