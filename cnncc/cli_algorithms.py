@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cnncc.errors import CnnccError, InputError
+from cnncc.errors import InputError
 
 
 def _setup(args: argparse.Namespace, all_errors: bool = False) -> tuple[Any, Any, Any, Any]:
@@ -172,6 +172,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from cnncc.codegen.select import describe_schedule
+
     model, graph, chooser, target = _setup(args, all_errors=True)
     console = Console(width=150)
     console.print(f"{model.name}: convolution algorithms for {target.cpu}, {chooser.threads} thread(s), batch "
@@ -194,6 +196,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for algo, why in choice.not_applicable.items():
             table.add_row(algo, "", "", "", f"not applicable: {why}")
         console.print(table)
+        console.print(f"  schedule: {describe_schedule(cs, choice.impl, target.vector_width)}")
     return 0
 
 
@@ -241,4 +244,4 @@ def add_parsers(sub: Any, model_help: str) -> None:
 
 COMMANDS = {"bench": cmd_bench, "tune": cmd_tune, "explain": cmd_explain}
 
-__all__ = ["COMMANDS", "CnnccError", "add_parsers"]
+__all__ = ["COMMANDS", "add_parsers"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,6 +171,32 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16) ->
         buffers / 2 + act_bytes)
 
 
+def describe_schedule(cs: ConvShape, impl: ConvImpl, width: int = 16) -> str:
+    """The schedule the lowering will use for ``impl`` on ``cs``, in words (``cnncc explain``)."""
+    cp, kp = padded_channels(cs.c, width), padded_channels(cs.k, width)
+    algo = impl.algorithm if why_not(impl.algorithm, cs) is None else "direct"
+    if algo == "direct":
+        if cs.depthwise:
+            return f"depthwise kernel, {width}-channel vectors"
+        kb = kp // width if cs.groups == 1 else cs.k // cs.groups // width or 1
+        sched = choose_schedule(width, kb, cs.ow, cs.r * cs.s)
+        ur, ocb = (impl.ur_w, impl.ocb) if impl.ur_w and impl.ocb and kb % impl.ocb == 0 else (sched.ur_w, sched.ocb)
+        split = "rows" if sched.split_rows else "output-channel groups"
+        return (f"register tile {min(ur, cs.ow)} px x {ocb}x{width} channels, {sched.unroll} channels straight-line, "
+                f"threads split {split}")
+    if algo == "im2col":
+        rows = cs.r * cs.s * cp if cs.c >= width else padded_channels(cs.c * cs.r * cs.s, width)
+        sched = choose_schedule(width, kp // width, cs.ow, 1)
+        return f"patch matrix {rows} x {cs.oh * cs.ow}, GEMM tile {sched.ur_w} px x {sched.ocb}x{width}"
+    tc = transform_for(algo, cs.r, cs.s, cs.stride[0], cs.stride[1])
+    th, tw = tc.tiles(cs.oh, cs.ow)
+    sched = choose_schedule(width, tc.pair * kp // width, th * tw, 1)
+    i, o = tc.transform_ops()
+    return (f"{tc.tile}x{tc.tile} input tiles -> {tc.out_h}x{tc.out_w} outputs, {th}x{tw} tiles, {tc.points} "
+            f"{'complex ' if tc.pair == 2 else ''}GEMMs of {th * tw} x {tc.pair * cp} x {tc.pair * kp} "
+            f"(tile {sched.ur_w} px x {sched.ocb}x{width}), transforms {i}+{o} vector ops per tile and block")
+
+
 def tile_efficiency(ur: int, ocb: int, pixels: int) -> float:
     """Fraction of the peak a 1x1/GEMM register tile of ``ur`` pixels x ``ocb`` blocks reaches: ~0.92 with 12 or
     more accumulators, falling with fewer (FMA latency and one broadcast per ``ocb`` FMAs are no longer hidden;
@@ -297,6 +323,3 @@ class CpuConvChooser:
     def choose(self, node: Node) -> Choice:
         return self.choose_shape(ConvShape.of(node), node.layer, self.all_errors)
 
-
-def conv_nodes(nodes: Iterable[Node]) -> list[Node]:
-    return [n for n in nodes if n.op in ("conv2d", "fused_conv2d")]

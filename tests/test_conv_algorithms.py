@@ -301,6 +301,7 @@ def test_cli_bench_tune_explain(tmp_path: Path) -> None:
     r = run_cli(tmp_path, "explain", "lenet5")
     assert r.returncode == 0, r.stderr
     assert "CHOSEN (measured)" in r.stdout and "not applicable" in r.stdout
+    assert "schedule: register tile" in r.stdout or "schedule: patch matrix" in r.stdout
     r = run_cli(tmp_path, "explain", "lenet5", "--layer", "nope")
     assert r.returncode == 2 and "no conv layer named 'nope'; the conv layers are: conv1, conv2" in r.stderr
 

@@ -97,9 +97,12 @@ def choose_schedule(width: int, k_blocks: int, out_w: int, taps: int, weights_do
     else:
         ur = 6 if ocb == 1 else 4
     if out_w:
+        # Prefer a tile that divides the row, so no tail tiles run; a 1x1 kernel (the GEMM of im2col, Winograd and
+        # FFT) may take one more pixel (8 x 2 blocks: 16 accumulators, no spills with its 2-channel inner block),
+        # which turns a 16-tile row from 4 x 2 (~65% of peak) into 8 x 2.
+        widest = ur + 1 if taps == 1 and ocb == 2 and width >= 16 else ur
         ur = min(ur, out_w)
-        # Prefer a tile that divides the row, so no tail tiles run.
-        for cand in range(ur, max(ur // 2, 1) - 1, -1):
+        for cand in range(min(widest, out_w), max(ur // 2, 1) - 1, -1):
             if out_w % cand == 0:
                 ur = cand
                 break
