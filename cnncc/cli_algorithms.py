@@ -201,7 +201,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any, model_help: str) -> None:
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, per_layer: bool = True, repeats: bool = True) -> None:
         p.add_argument("model", help=model_help)
         p.add_argument("--threads", type=int, default=None, help="threads the layers run on (default 1)")
         p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
@@ -210,6 +210,12 @@ def add_parsers(sub: Any, model_help: str) -> None:
                        help="error budget: max |y - ref| / max |ref| of a layer against float64 (default 1e-4)")
         p.add_argument("--db", metavar="PATH", default=None,
                        help="tuning database (default $CNNCC_TUNING_DB or ~/.cache/cnncc/tuning.json)")
+        if per_layer:
+            p.add_argument("--layer", help="only this layer")
+            p.add_argument("--algorithms", metavar="A[,B]", help="comma-separated subset (default: all)")
+        if repeats:
+            p.add_argument("--repeats", type=int, default=10, help="profiled runs per candidate, in 3 round-robin "
+                                                                   "rounds over the candidates (the best is kept)")
 
     bench = sub.add_parser("bench", help="time every conv layer with every applicable algorithm",
                            description="Compile each conv layer of a model on its own with each applicable "
@@ -217,10 +223,6 @@ def add_parsers(sub: Any, model_help: str) -> None:
                                        "run, speed-up over direct, max error against float64 and the cost model's "
                                        "estimate; writes bench-MODEL.json and bench-MODEL.png.")
     common(bench)
-    bench.add_argument("--layer", help="only this layer")
-    bench.add_argument("--algorithms", metavar="A[,B]", help="comma-separated subset (default: all)")
-    bench.add_argument("--repeats", type=int, default=10, help="profiled runs per candidate, in 3 round-robin rounds "
-                                                               "over the candidates (the best is kept)")
     bench.add_argument("--out", default=".", metavar="DIR", help="where the JSON and PNG go (default .)")
     tune = sub.add_parser("tune", help="measure each conv layer's best algorithm into the tuning database",
                           description="For every distinct conv layer shape, time the cost model's top candidates "
@@ -228,18 +230,15 @@ def add_parsers(sub: Any, model_help: str) -> None:
                                       "tiles, and store the times in the tuning database, layer by layer (an "
                                       "interrupted run resumes; shapes already tuned are skipped). `cnncc compile`, "
                                       "`run` and `explain` then choose by the measured times.")
-    common(tune)
+    common(tune, per_layer=False)
     tune.add_argument("--budget", type=float, default=None, metavar="SECONDS", help="stop after this long")
     tune.add_argument("--top", type=int, default=3, help="model candidates measured per layer (default 3)")
-    tune.add_argument("--repeats", type=int, default=10, help="profiled runs per candidate (best is kept)")
     explain = sub.add_parser("explain", help="the chosen algorithm of every conv layer, and why",
                              description="For every conv layer: each candidate algorithm with the cost model's "
                                          "estimate, the measured time (after `cnncc tune`), its error against "
                                          "float64, and the verdict: chosen (by measurement or by the model), "
                                          "excluded by the error budget, slower, or not applicable (and why).")
-    common(explain)
-    explain.add_argument("--layer", help="only this layer")
-    explain.add_argument("--algorithms", metavar="A[,B]", help="comma-separated subset (default: all)")
+    common(explain, repeats=False)
 
 
 COMMANDS = {"bench": cmd_bench, "tune": cmd_tune, "explain": cmd_explain}

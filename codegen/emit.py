@@ -162,5 +162,14 @@ class Emitter:
         hi = b.sdiv(b.mul(tot, b.add(tid, i64(1))), nth)
         return lo, hi
 
+    def digits(self, index: ir.Value, radices: Sequence[int]) -> list[ir.Value]:
+        """Mixed-radix digits of a flat work-item index, the fastest-varying radix last:
+        ``digits(it, (C, H))`` is ``[n, c, h]`` for ``it = (n*C + c)*H + h``."""
+        out = []
+        for r in reversed(radices):
+            out.append(self.b.urem(index, i64(r)))
+            index = self.b.udiv(index, i64(r))
+        return [index, *reversed(out)]
+
     def divmod(self, a: ir.Value, d: int) -> tuple[ir.Value, ir.Value]:
         return self.b.udiv(a, i64(d)), self.b.urem(a, i64(d))

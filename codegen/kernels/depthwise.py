@@ -99,9 +99,7 @@ def emit_depthwise(em: Emitter, env: KernelEnv, p: DepthwiseParams) -> None:
             em.store_vec(v, y, b.add(y_row, b.mul(b.add(ow0, i64(px)), i64(p.y_col))))
 
     def item(it: ir.Value) -> None:
-        oh = b.urem(it, i64(p.out_h))
-        rest = b.udiv(it, i64(p.out_h))
-        cblk, n = b.urem(rest, i64(p.c_blocks)), b.udiv(rest, i64(p.c_blocks))
+        n, cblk, oh = em.digits(it, (p.c_blocks, p.out_h))
         x_row = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))),
                       b.add(b.mul(cblk, i64(p.x_cblk)), b.mul(oh, i64(p.sh * p.x_row))))
         y_row = b.add(b.add(b.mul(n, i64(p.y_img)), b.mul(cblk, i64(p.y_cblk))), b.mul(oh, i64(p.y_row)))

@@ -108,12 +108,8 @@ def emit_im2col(em: Emitter, env: KernelEnv, p: Im2colParams) -> None:
         lo, hi = em.thread_range(b.mul(env.batch, i64(p.col_blocks * p.oh)))
 
         def item(it: ir.Value) -> None:
-            oh = b.urem(it, i64(p.oh))
-            rest = b.udiv(it, i64(p.oh))
-            j, n = b.urem(rest, i64(p.col_blocks)), b.udiv(rest, i64(p.col_blocks))
-            cblk = b.urem(j, i64(p.c_blocks))
-            rs = b.udiv(j, i64(p.c_blocks))
-            r, s = b.udiv(rs, i64(p.s)), b.urem(rs, i64(p.s))
+            n, r, s, cblk, oh = em.digits(it, (p.r, p.s, p.c_blocks, p.oh))  # block j = (r*S + s)*Cb + cblk
+            j = b.add(b.mul(b.add(b.mul(r, i64(p.s)), s), i64(p.c_blocks)), cblk)
             src = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))), b.add(
                 b.mul(cblk, i64(p.x_chan)), b.add(b.mul(b.add(b.mul(oh, i64(p.sh)), b.mul(r, i64(p.dh))),
                                                         i64(p.x_row)), b.mul(s, i64(p.dw * p.x_col)))))

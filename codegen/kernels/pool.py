@@ -107,9 +107,7 @@ def emit_pool(em: Emitter, env: KernelEnv, p: PoolParams) -> None:
     init = em.vconst(float("-inf") if p.kind == "max" else 0.0)
 
     def item(it: ir.Value) -> None:
-        oh = b.urem(it, i64(p.out_h))
-        rest = b.udiv(it, i64(p.out_h))
-        cb, n = b.urem(rest, i64(p.c_blocks)), b.udiv(rest, i64(p.c_blocks))
+        n, cb, oh = em.digits(it, (p.c_blocks, p.out_h))
         x_plane = b.add(b.add(i64(p.x_base), b.mul(n, i64(p.x_img))), b.mul(cb, i64(p.x_cblk)))
         y_row = b.add(b.add(b.mul(n, i64(p.y_img)), b.mul(cb, i64(p.y_cblk))), b.mul(oh, i64(p.y_row)))
         h0 = b.sub(b.mul(oh, i64(p.sh)), i64(p.top))

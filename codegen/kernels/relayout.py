@@ -114,9 +114,7 @@ def emit_pad_blocked(em: Emitter, env: KernelEnv, p: PadParams) -> None:
     d_origin = da.base - t * da.row - l * da.col
 
     def item(it: ir.Value) -> None:
-        yy = b.urem(it, i64(hp))
-        rest = b.udiv(it, i64(hp))
-        cb, n = b.urem(rest, i64(p.c_blocks)), b.udiv(rest, i64(p.c_blocks))
+        n, cb, yy = em.digits(it, (p.c_blocks, hp))
         d_row = b.add(b.add(i64(d_origin), b.mul(n, i64(da.img))), b.add(b.mul(cb, i64(da.cblk)),
                                                                           b.mul(yy, i64(da.row))))
         y = b.sub(yy, i64(t))

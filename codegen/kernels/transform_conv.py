@@ -171,9 +171,7 @@ def emit_transform_input(em: Emitter, env: KernelEnv, p: InputTransformParams) -
     lo, hi = em.thread_range(b.mul(env.batch, i64(p.c_blocks * p.tiles_h)))
 
     def item(it: ir.Value) -> None:
-        th = b.urem(it, i64(p.tiles_h))
-        rest = b.udiv(it, i64(p.tiles_h))
-        cb, n = b.urem(rest, i64(p.c_blocks)), b.udiv(rest, i64(p.c_blocks))
+        n, cb, th = em.digits(it, (p.c_blocks, p.tiles_h))
         x_row0 = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))),
                        b.add(b.mul(cb, i64(p.x_cblk)), b.mul(th, i64(p.step_h * p.x_row))))
         v_item = b.add(b.mul(n, i64(p.v_img)), b.add(b.mul(cb, i64(p.v_cblk)), b.mul(th, i64(p.tiles_w * em.width))))
@@ -204,9 +202,7 @@ def emit_transform_output(em: Emitter, env: KernelEnv, p: OutputTransformParams)
     ragged_rows = p.oh % p.tile_h
 
     def item(it: ir.Value) -> None:
-        th = b.urem(it, i64(p.tiles_h))
-        rest = b.udiv(it, i64(p.tiles_h))
-        kb, n = b.urem(rest, i64(p.k_blocks)), b.udiv(rest, i64(p.k_blocks))
+        n, kb, th = em.digits(it, (p.k_blocks, p.tiles_h))
         m_item = b.add(b.mul(n, i64(p.m_img)), b.add(b.mul(kb, i64(p.m_kblk)), b.mul(th, i64(p.tiles_w * em.width))))
         oh0 = b.mul(th, i64(p.tile_h))
         y_item = b.add(b.add(i64(yb), b.mul(n, i64(yi))), b.add(b.mul(kb, i64(yk)), b.mul(oh0, i64(yr))))
