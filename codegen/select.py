@@ -10,7 +10,8 @@ each one:
   float32 reference's error. Errors are cached per layer signature (they depend on no machine);
 * **estimate**: seconds on one core from the machine's measured FMA peak and memory bandwidths (measured once per
   CPU and kept in the database): GEMM flops at a fixed efficiency, transform operations at the vector rate, the
-  transform buffers through the caches, and the weights from DRAM overlapped with the arithmetic;
+  transform buffers through the caches, and the weights from the cache level that holds the network's weights (DRAM
+  for ResNet-18; the layer's own when it runs alone) overlapped with the arithmetic;
 * **measured**: if ``cnncc tune`` (or ``tune=True``) timed the layer on this CPU, thread count and cnncc version,
   the measured time decides instead of the estimate.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +34,7 @@ from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.target import Target
 from cnncc.codegen.transforms import emulate, transform_for
 from cnncc.errors import CnnccError
-from cnncc.ir import Node
+from cnncc.ir import Graph, Node
 from cnncc.ops.conv2d import ALGORITHMS, ConvImpl
 from cnncc.tuning import TuningDB, TuningKey
 
@@ -137,8 +138,11 @@ class Choice:
         return out
 
 
-def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16) -> float:
-    """Seconds on one core (see the module docstring)."""
+def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16,
+             weights_working_set: float | None = None) -> float:
+    """Seconds on one core (see the module docstring). The layer's weights stream from the cache level that holds
+    ``weights_working_set`` bytes (a whole network's weights, read once per inference), or the layer's own weights
+    when None (a layer run on its own, as ``cnncc bench`` and ``cnncc tune`` time it)."""
     flops = m.peak_gflops * 1e9
     vec_ops = flops / (2 * width) / TRANSFORM_COST
     cp, kp = padded_channels(cs.c, width), padded_channels(cs.k, width)
@@ -150,13 +154,14 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16) ->
         compute = 2 * cs.n * kp * cs.oh * cs.ow * red * cs.r * cs.s / (flops * DIRECT_EFFICIENCY)
         if cs.groups > 1 and not cs.depthwise and (cg % width or (cs.k // cs.groups) % width):
             compute *= cs.groups  # block-diagonal fallback
-        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + act_bytes / m.bandwidth(act_bytes)
+        w_time = w_bytes / m.bandwidth(weights_working_set or w_bytes)
+        return max(compute, w_time) + act_bytes / m.bandwidth(act_bytes)
     if algorithm == "im2col":
         rows = cs.r * cs.s * cp if cs.c >= width else padded_channels(cs.c * cs.r * cs.s, width)
         patches = 4 * cs.n * rows * cs.oh * cs.ow
         compute = 2 * cs.n * kp * cs.oh * cs.ow * rows / (flops * GEMM_EFFICIENCY)
-        return max(compute, w_bytes / (m.dram_gbs * 1e9)) + (2 * patches + act_bytes) / m.bandwidth(
-            patches + act_bytes)
+        w_time = w_bytes / m.bandwidth(weights_working_set or w_bytes)
+        return max(compute, w_time) + (2 * patches + act_bytes) / m.bandwidth(patches + act_bytes)
     tc = transform_for(algorithm, cs.r, cs.s, cs.stride[0], cs.stride[1])
     th, tw = tc.tiles(cs.oh, cs.ow)
     tiles = cs.n * th * tw
@@ -167,8 +172,8 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16) ->
     transforms = tiles * (in_ops * cp + out_ops * kp) / width / vec_ops
     buffers = 2 * 4 * tc.points * tiles * (pc + pk)
     u_bytes = 4 * tc.points * pc * pk
-    return max(gemm, u_bytes / (m.dram_gbs * 1e9)) + transforms + (BUFFER_REUSE * buffers + act_bytes) / m.bandwidth(
-        buffers / 2 + act_bytes)
+    u_time = u_bytes / m.bandwidth(weights_working_set or u_bytes)
+    return max(gemm, u_time) + transforms + (BUFFER_REUSE * buffers + act_bytes) / m.bandwidth(buffers / 2 + act_bytes)
 
 
 def describe_schedule(cs: ConvShape, impl: ConvImpl, width: int = 16) -> str:
@@ -246,6 +251,12 @@ class CpuConvChooser:
         self._machine = machine
         self._errors: dict[tuple[str, str], float] = {}
         self.all_errors = False
+        self.weights_working_set: float | None = None  # set by prepare(): the network's weight bytes
+
+    def prepare(self, graph: Graph, params: Mapping[str, np.ndarray]) -> None:
+        """Called once per graph by the selection pass: inside a network every layer's weights are read once per
+        inference, so they come from the cache level that holds all of them (DRAM for ResNet-18's 46 MB)."""
+        self.weights_working_set = float(sum(np.asarray(params[p.name]).size * 4 for p in graph.params))
 
     @property
     def machine(self) -> MachineModel:
@@ -278,7 +289,8 @@ class CpuConvChooser:
             if why is not None:
                 skipped[algo] = why
                 continue
-            cands.append(Candidate(ConvImpl(algo), estimate(cs, algo, self.machine, self.target.vector_width)))
+            cands.append(Candidate(ConvImpl(algo), estimate(cs, algo, self.machine, self.target.vector_width,
+                                                            self.weights_working_set)))
         rec = self.db.get(self.key(cs)) if self.db is not None else None
         if rec is not None:
             by_label = {c.label: c for c in cands}

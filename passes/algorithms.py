@@ -18,10 +18,13 @@ from cnncc.passmanager import PassContext
 
 @dataclass
 class SelectConvAlgorithms:
-    chooser: Any  # .choose(node) -> Choice with .impl, .layer and .reason()
+    chooser: Any  # .choose(node) -> Choice with .impl, .layer and .reason(); optional .prepare(graph, params)
     name: str = "select-algorithms"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        if hasattr(self.chooser, "prepare"):
+            self.chooser.prepare(graph, ctx.params)
+
         def pattern(node: Node, rw: Rewriter) -> bool:
             if node.op not in ("conv2d", "fused_conv2d"):
                 return False
