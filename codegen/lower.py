@@ -45,7 +45,7 @@ class Lowering:
     def __init__(self, graph: Graph, params: Mapping[str, np.ndarray], target: Target) -> None:
         self.graph, self.params, self.target = graph, params, target
         self.width = target.vector_width
-        self.batch = graph.inputs[0].shape[0] if graph.inputs and graph.inputs[0].shape else 1
+        self.batch = next((v.shape[0] for v in graph.inputs if v.shape), 1)  # scalar inputs have no batch axis
         self.program = Program(graph.name, self.batch)
         self.placed: dict[Value, Placed] = {}
         self._blob: list[bytes] = []

@@ -97,14 +97,18 @@ class CompiledModel:
             if a.dtype != want:
                 raise InputError(f"input '{v.name}' has dtype {a.dtype}; the compiled model takes {want} "
                                  f"(convert with x.astype(np.{want}))")
-            if a.ndim != len(v.shape) or a.shape[1:] != v.shape[1:] or not 1 <= a.shape[0] <= self.max_batch:
+            if not v.shape:  # a scalar (a learning rate) has no batch axis
+                if a.shape != ():
+                    raise InputError(f"input '{v.name}' has shape {a.shape}; the compiled model takes a scalar, "
+                                     "shape ()")
+            elif a.ndim != len(v.shape) or a.shape[1:] != v.shape[1:] or not 1 <= a.shape[0] <= self.max_batch:
                 raise InputError(f"input '{v.name}' has shape {a.shape}; the compiled model takes "
                                  f"(batch, {', '.join(map(str, v.shape[1:]))}) with 1 <= batch <= {self.max_batch}")
             if not a.flags.c_contiguous:
                 raise InputError(f"input '{v.name}' is not C-contiguous; pass np.ascontiguousarray(x)")
-            if batch is not None and a.shape[0] != batch:
+            if v.shape and batch is not None and a.shape[0] != batch:
                 raise InputError(f"inputs disagree on the batch size: {batch} and {a.shape[0]} ('{v.name}')")
-            batch = a.shape[0]
+            batch = a.shape[0] if v.shape else batch
             if v.name in self._label_ranges and a.size:
                 lo, hi, classes = int(a.min()), int(a.max()), self._label_ranges[v.name]
                 if lo < 0 or hi >= classes:

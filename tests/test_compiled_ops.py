@@ -27,6 +27,8 @@ from cnncc.codegen.lower import Unsupported
 from cnncc.errors import CnnccError, InputError, ShapeError, WeightsError
 from cnncc.ir import DType, GraphBuilder
 from cnncc.ops import all_ops
+from cnncc.ops.adagrad_update import AdagradAttrs
+from cnncc.ops.adam_update import AdamAttrs
 from cnncc.ops.avg_pool2d import AvgPool2dAttrs
 from cnncc.ops.batch_norm import BatchNormAttrs
 from cnncc.ops.concat import ConcatAttrs
@@ -43,6 +45,8 @@ from cnncc.ops.mse import MseAttrs
 from cnncc.ops.nll import NllAttrs
 from cnncc.ops.operands import Reduction
 from cnncc.ops.reshape import ReshapeAttrs
+from cnncc.ops.rmsprop_update import RmspropAttrs
+from cnncc.ops.sgd_update import SgdAttrs
 from cnncc.ops.softmax import SoftmaxAttrs
 from cnncc.ops.softplus import SoftplusAttrs
 from cnncc.ops.transpose import TransposeAttrs
@@ -720,6 +724,54 @@ def test_classifier_with_loss_outputs() -> None:
     assert got["ce"].shape == () and got["logits"].shape == (2, 7)
     for name in want:
         assert rel_error(got[name], want[name]) <= TOL_EXP_REDUCTION, name
+
+
+# --- optimiser updates: param, grad and state as graph inputs; lr (and Adam's step) a scalar input or a parameter --
+
+def _update_case(op: str, attrs: Any, shape: tuple[int, ...], scalar_params: bool) -> tuple:
+    from cnncc.ops import get_op
+
+    scalars = get_op(op).extra["scalars"]
+    state = get_op(op).extra["state"](attrs)
+    x, g = randn(*shape), randn(*shape)
+    st_arrays = [np.abs(randn(*shape)) if name in ("sum", "square_avg", "v") else randn(*shape) for name in state]
+    sc = [np.asarray(0.05, np.float32), np.asarray(3.0, np.float32)][:len(scalars)]
+    arrays = [x, g, *sc, *st_arrays]
+    return arrays, (tuple(range(2, 2 + len(sc))) if scalar_params else ())
+
+
+UPDATES = [("sgd_update", SgdAttrs()), ("sgd_update", SgdAttrs(0.9, False, 1e-3)), ("sgd_update", SgdAttrs(0.9, True)),
+           ("adagrad_update", AdagradAttrs(weight_decay=0.1)), ("rmsprop_update", RmspropAttrs()),
+           ("adam_update", AdamAttrs()), ("adam_update", AdamAttrs(0.8, 0.99, 1e-6, 0.1))]
+
+
+@covers("sgd_update", "adagrad_update", "rmsprop_update", "adam_update")
+@pytest.mark.parametrize("shape", [(1,), (17,), (1000,), (2, 3, 5, 7), (70_001,)], ids=str)
+@pytest.mark.parametrize("op,attrs", UPDATES, ids=[f"{o}-{i}" for i, (o, _) in enumerate(UPDATES)])
+def test_optimizer_update(op: str, attrs: Any, shape: tuple[int, ...]) -> None:
+    arrays, _ = _update_case(op, attrs, shape, scalar_params=False)
+    check_op(op, arrays, attrs, tol=TOL_ELEMENTWISE)
+
+
+@covers("sgd_update", "adam_update")
+@pytest.mark.parametrize("op,attrs", [("sgd_update", SgdAttrs(0.9, True)), ("adam_update", AdamAttrs())])
+def test_optimizer_update_scalars_as_parameters(op: str, attrs: Any) -> None:
+    arrays, params = _update_case(op, attrs, (33,), scalar_params=True)
+    check_op(op, arrays, attrs, params=params, tol=TOL_ELEMENTWISE)
+
+
+@covers("adam_update")
+def test_optimizer_update_parallel_and_new_lr_without_recompiling() -> None:
+    """A tensor large enough to split over threads; one compiled module run with two learning rates and steps."""
+    arrays, _ = _update_case("adam_update", AdamAttrs(), (300_007,), scalar_params=False)
+    g, inputs, prm = single_op_graph("adam_update", arrays, AdamAttrs())
+    cm = compile_graph(g, prm, threads=2)
+    for lr, t in ((0.05, 3.0), (0.001, 10.0)):
+        feeds = {**inputs, "x2": np.asarray(lr, np.float32), "x3": np.asarray(t, np.float32)}
+        got, want = cm.run(feeds), interpret(g, feeds, prm)
+        for name in want:
+            assert_matches(got[name], want[name], TOL_ELEMENTWISE, f"adam lr={lr} {name}")
+        np.testing.assert_array_equal(cm.run(feeds, threads=1)["y0"], got["y0"])
 
 
 # --- what the backend rejects on purpose ---------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 # Importing each op module registers its op; the list is the registry.
 from cnncc.ops import (  # noqa: F401
+    adagrad_update,
+    adam_update,
     add,
     avg_pool2d,
     batch_norm,
@@ -26,6 +28,8 @@ from cnncc.ops import (  # noqa: F401
     relu,
     relu6,
     reshape,
+    rmsprop_update,
+    sgd_update,
     sigmoid,
     softmax,
     softplus,
