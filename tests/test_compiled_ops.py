@@ -197,9 +197,18 @@ def covers(*ops: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return deco
 
 
+# Ops with no CPU lowering yet, exempt from the check below. The backward-graph helpers of reverse-mode autodiff
+# (cnncc.autodiff, first training slice) run in the reference interpreter only; compiling the training step lowers
+# them (activation_grad as an elementwise kernel, sum_to as a reduction, fill_like/one_hot as fills). Remove an op
+# from this set when its lowering and @covers test land (the check fails if an exempt op is also covered).
+NOT_COMPILED_YET = {"activation_grad", "fill_like", "one_hot", "sum_to"}
+
+
 def test_every_op_has_a_compiled_test() -> None:
-    missing = sorted(set(all_ops()) - TESTED_OPS)
+    missing = sorted(set(all_ops()) - TESTED_OPS - NOT_COMPILED_YET)
     assert not missing, f"ops without a compiled-backend test in {__file__}: {missing}"
+    assert NOT_COMPILED_YET <= set(all_ops()), f"unknown ops exempted: {sorted(NOT_COMPILED_YET - set(all_ops()))}"
+    assert not NOT_COMPILED_YET & TESTED_OPS, f"covered ops still exempted: {sorted(NOT_COMPILED_YET & TESTED_OPS)}"
     assert not TESTED_OPS - set(all_ops()), f"tests name unknown ops: {sorted(TESTED_OPS - set(all_ops()))}"
 
 

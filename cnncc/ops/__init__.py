@@ -2,6 +2,7 @@
 
 # Importing each op module registers its op; the list is the registry.
 from cnncc.ops import (  # noqa: F401
+    activation_grad,
     adagrad_update,
     adam_update,
     add,
@@ -12,6 +13,7 @@ from cnncc.ops import (  # noqa: F401
     cross_entropy,
     dropout,
     elu,
+    fill_like,
     flatten,
     fused_conv2d,
     fused_linear,
@@ -24,6 +26,7 @@ from cnncc.ops import (  # noqa: F401
     mse,
     multiply,
     nll,
+    one_hot,
     prelu,
     relu,
     relu6,
@@ -33,6 +36,7 @@ from cnncc.ops import (  # noqa: F401
     sigmoid,
     softmax,
     softplus,
+    sum_to,
     tanh,
     transpose,
 )

@@ -1,8 +1,13 @@
 """add: ``a + b`` elementwise with NumPy broadcasting; the residual (skip) connection of ResNet
 (seed 001 L2666-2675: "Last layer before addition must have the same number of filters as the input").
+
+VJP: ``da = sum_to(dy, a.shape)``, ``db = sum_to(dy, b.shape)`` (summed over the axes broadcasting stretched).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -13,4 +18,9 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a + b
 
 
-OP = register_binary("add", _add, doc=__doc__ or "")
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (dy,) = grads_out
+    return [ctx.sum_to(dy, v.shape) if ctx.needs_grad(v) else None for v in node.inputs]
+
+
+OP = register_binary("add", _add, doc=__doc__ or "", vjp=_vjp)

@@ -9,6 +9,7 @@ the higher-rank operand; rank 4 is NCHW).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,12 +41,13 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: NoAttrs
     return outs[0].size
 
 
-def register_binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: str) -> OpDef:
-    """Register ``y = fn(a, b)`` with broadcasting, one flop per output element."""
+def register_binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: str,
+                    vjp: Callable[[Any, Any, Sequence[Any]], Sequence[Any]] | None = None) -> OpDef:
+    """Register ``y = fn(a, b)`` with broadcasting, one flop per output element; ``vjp`` as in the registry."""
 
     def reference(arrays: Sequence[np.ndarray], attrs: NoAttrs) -> np.ndarray:
         a, b = arrays
         return np.asarray(fn(a, b), dtype=a.dtype)
 
     return register(OpDef(name=name, inputs=("a", "b"), infer=_infer, reference=reference, flops=_flops,
-                          doc=doc))
+                          vjp=vjp, doc=doc))

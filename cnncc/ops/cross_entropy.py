@@ -11,17 +11,24 @@
 The log-softmax is the stable one (the row maximum is subtracted first). The result is a scalar (shape
 ``()``); ``reduction`` SUM sums over the batch instead of averaging. A class index outside ``[0, C)`` cannot
 be caught by the shape rule: the reference raises :class:`cnncc.errors.InputError` at run time.
+
+VJP, with ``T`` the one-hot rows of the indices or the probability target and ``c = g / N`` (``g`` for SUM):
+``d log_softmax = -c T``, pulled back through log-softmax: ``d logits = -c T + softmax(s) * c Σ_j T_j`` (``c
+(softmax(s) - T)`` when rows of ``T`` sum to 1); a probability target gets ``d target = -c log_softmax(s)``, as
+in PyTorch; class indices get none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cnncc.ir.types import TensorType
-from cnncc.ops.nll import check_reduction, picked, reduce_loss
+from cnncc.ops.log_softmax import LogSoftmaxAttrs, log_softmax_vjp
+from cnncc.ops.nll import check_reduction, loss_factor, picked, reduce_loss
 from cnncc.ops.operands import Reduction, dtype_name, require_float, require_rank
 from cnncc.ops.registry import OpDef, Where, register
 from cnncc.ops.softmax import shifted_exp
@@ -64,10 +71,25 @@ def _reference(arrays: Sequence[np.ndarray], a: CrossEntropyAttrs) -> np.ndarray
     return reduce_loss(per_sample, a.reduction, logits.dtype)
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (g,) = grads_out
+    logits, target = (ctx.value(v) for v in node.inputs)
+    indices = not target.dtype.is_float
+    c = loss_factor(ctx, g, node.attrs.reduction, logits.shape[0], -1.0)
+    t = ctx.emit("one_hot", [target, logits]) if indices else target
+    d_logits = None
+    if ctx.needs_grad(node.inputs[0]):
+        d_logits = log_softmax_vjp(ctx, logits, ctx.emit("multiply", [t, c]), 1)
+    d_target = None
+    if not indices and ctx.needs_grad(node.inputs[1]):
+        d_target = ctx.emit("multiply", [ctx.emit("log_softmax", [logits], LogSoftmaxAttrs(1)), c])
+    return [d_logits, d_target]
+
+
 def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: CrossEntropyAttrs) -> int:
     per_row = 2 * ins[0].size if ins[1].rank == 2 else ins[0].shape[0]
     return 4 * ins[0].size + per_row + 1
 
 
 OP = register(OpDef(name="cross_entropy", inputs=("logits", "target"), infer=_infer, reference=_reference,
-                    attrs=CrossEntropyAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=CrossEntropyAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))

@@ -9,12 +9,16 @@ The mask comes from a counter-based generator and is reproducible for a fixed ``
 dtype: ``mask = numpy.random.Generator(numpy.random.Philox(key=seed)).random(x.shape) >= p`` (uniforms in
 [0, 1), drawn in float64, in row-major order of ``x``). A fixed seed gives the same mask at every call; the
 training step varies ``seed`` per step.
+
+VJP: the identity at inference; in training ``dx = dy · mask / (1 − p)``, which is ``dropout(dy)`` with the same
+attributes, since the mask depends only on the shape, ``p`` and ``seed``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +61,14 @@ def _reference(arrays: Sequence[np.ndarray], a: DropoutAttrs) -> np.ndarray:
     return np.where(keep_mask(x.shape, a.p, a.seed), x * scale, x.dtype.type(0))
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (dy,) = grads_out
+    return [ctx.emit("dropout", [dy], node.attrs) if node.attrs.training else dy]
+
+
 def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: DropoutAttrs) -> int:
     return 2 * outs[0].size if a.training else 0
 
 
 OP = register(OpDef(name="dropout", inputs=("x",), infer=_infer, reference=_reference, attrs=DropoutAttrs,
-                    flops=_flops, doc=__doc__ or ""))
+                    flops=_flops, vjp=_vjp, doc=__doc__ or ""))

@@ -1,7 +1,8 @@
 """The one mechanism behind every unary elementwise op (activations): same shape, dtype and layout in and out.
 
-An activation module only states its attributes, its numpy formula and its cost per element; this module turns
-that into a registered :class:`OpDef`.
+An activation module only states its attributes, its numpy formula, its derivative and its cost per element; this
+module turns that into a registered :class:`OpDef` whose VJP is ``activation_grad(x, dy)`` (one backward op for
+every activation, see :mod:`cnncc.ops.activation_grad`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ def require_float(t: TensorType, operand: str, where: Where) -> None:
 
 def register_unary(name: str, fn: Callable[[np.ndarray, Any], np.ndarray], *, attrs: type = NoAttrs,
                    flops_per_element: int = 1, check: Callable[[Any, Where], None] | None = None,
-                   doc: str = "") -> OpDef:
-    """Register ``y = fn(x, attrs)`` applied elementwise; ``check`` validates the attributes."""
+                   derivative: Callable[[np.ndarray, Any], np.ndarray] | None = None, doc: str = "") -> OpDef:
+    """Register ``y = fn(x, attrs)`` applied elementwise; ``check`` validates the attributes; ``derivative(x,
+    attrs)`` is ``dy/dx`` elementwise (numpy, in ``x``'s dtype), the reference of the op's VJP."""
 
     def infer(types: Sequence[TensorType], a: Any, where: Where) -> Sequence[TensorType]:
         require_float(types[0], "input", where)
@@ -38,5 +40,17 @@ def register_unary(name: str, fn: Callable[[np.ndarray, Any], np.ndarray], *, at
     def flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: Any) -> int:
         return flops_per_element * outs[0].size
 
+    vjp = None if derivative is None else _activation_vjp(name)
+    extra: dict[str, Any] = {} if derivative is None else {"derivative": derivative}
     return register(OpDef(name=name, inputs=("x",), infer=infer, reference=reference, attrs=attrs, flops=flops,
-                          doc=doc or (fn.__doc__ or "")))
+                          vjp=vjp, extra=extra, doc=doc or (fn.__doc__ or "")))
+
+
+def _activation_vjp(name: str) -> Callable[[Any, Any, Sequence[Any]], list[Any]]:
+    def vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+        from cnncc.ops.activation_grad import ActivationGradAttrs
+
+        (dy,) = grads_out
+        return [ctx.emit("activation_grad", [ctx.value(node.inputs[0]), dy], ActivationGradAttrs(name, node.attrs))]
+
+    return vjp

@@ -3,6 +3,8 @@ L718-723).
 
 ``e^x - 1`` is computed with ``expm1`` (accurate near 0) on ``min(x, 0)`` so the unused branch never
 overflows.
+
+Derivative: 1 for ``x > 0``, ``alpha * e^x`` for ``x <= 0`` (``alpha`` at 0, as PyTorch's ``elu_backward``).
 """
 
 from __future__ import annotations
@@ -34,4 +36,10 @@ def _elu(x: np.ndarray, a: EluAttrs) -> np.ndarray:
     return np.where(x > 0, x, neg)
 
 
-OP = register_unary("elu", _elu, attrs=EluAttrs, flops_per_element=3, check=_check, doc=__doc__ or "")
+
+def _elu_derivative(x: np.ndarray, a: EluAttrs) -> np.ndarray:
+    return np.where(x > 0, x.dtype.type(1), x.dtype.type(a.alpha) * np.exp(np.minimum(x, x.dtype.type(0))))
+
+
+OP = register_unary("elu", _elu, attrs=EluAttrs, flops_per_element=3, check=_check,
+                    derivative=_elu_derivative, doc=__doc__ or "")

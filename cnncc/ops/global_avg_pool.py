@@ -6,11 +6,14 @@ resolution!" (seed 003 L863-871); the end of GoogLeNet, ResNet, MobileNet (seed 
 The output stays rank 4 (NCHW); a flatten follows it in the models.
 
 FLOPs: ``H*W - 1`` additions and one division per (n, c), i.e. ``N*C*H*W``; MACs: 0.
+
+VJP: ``dx = dy / (H*W)`` broadcast over each plane (``multiply`` of a ``1/(H*W)`` fill by ``dy``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +35,15 @@ def _reference(arrays: Sequence[np.ndarray], a: NoAttrs) -> np.ndarray:
     return np.mean(x, axis=(2, 3), keepdims=True, dtype=x.dtype)
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (dy,) = grads_out
+    x = ctx.value(node.inputs[0])
+    return [ctx.emit("multiply", [ctx.fill_like(x, 1.0 / (x.shape[2] * x.shape[3])), dy])]
+
+
 def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: NoAttrs) -> int:
     return ins[0].size
 
 
 OP = register(OpDef(name="global_avg_pool", inputs=("x",), infer=_infer, reference=_reference, flops=_flops,
-                    doc=__doc__ or ""))
+                    vjp=_vjp, doc=__doc__ or ""))

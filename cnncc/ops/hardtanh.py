@@ -2,6 +2,8 @@
 
 With the defaults ``[-1, 1]`` it is the seeds' "saturating linear [-1, 1]" (seed 004 L64-69); ``[0, 1]`` gives
 the saturating linear function of seed 004 L58-63.
+
+Derivative: 1 on ``(min_val, max_val)``, 0 elsewhere and at both clip points (PyTorch's ``hardtanh_backward``).
 """
 
 from __future__ import annotations
@@ -34,5 +36,10 @@ def _hardtanh(x: np.ndarray, a: HardtanhAttrs) -> np.ndarray:
     return np.minimum(np.maximum(x, x.dtype.type(a.min_val)), x.dtype.type(a.max_val))
 
 
+
+def _hardtanh_derivative(x: np.ndarray, a: HardtanhAttrs) -> np.ndarray:
+    return ((x > x.dtype.type(a.min_val)) & (x < x.dtype.type(a.max_val))).astype(x.dtype)
+
+
 OP = register_unary("hardtanh", _hardtanh, attrs=HardtanhAttrs, flops_per_element=2, check=_check,
-                    doc=__doc__ or "")
+                    derivative=_hardtanh_derivative, doc=__doc__ or "")

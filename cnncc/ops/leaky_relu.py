@@ -1,6 +1,8 @@
 """leaky_relu: ``x`` for ``x >= 0``, ``negative_slope * x`` for ``x < 0`` (PyTorch ``F.leaky_relu``).
 
 The seeds give the heading only and no slope value (seed 003 L718-723); the default 0.01 is PyTorch's.
+
+Derivative: 1 for ``x > 0``, ``negative_slope`` for ``x <= 0`` (at 0 too, as PyTorch's ``leaky_relu_backward``).
 """
 
 from __future__ import annotations
@@ -31,5 +33,10 @@ def _leaky_relu(x: np.ndarray, a: LeakyReluAttrs) -> np.ndarray:
     return np.where(x >= 0, x, slope * x)
 
 
+
+def _leaky_relu_derivative(x: np.ndarray, a: LeakyReluAttrs) -> np.ndarray:
+    return np.where(x > 0, x.dtype.type(1), x.dtype.type(a.negative_slope))
+
+
 OP = register_unary("leaky_relu", _leaky_relu, attrs=LeakyReluAttrs, flops_per_element=2, check=_check,
-                    doc=__doc__ or "")
+                    derivative=_leaky_relu_derivative, doc=__doc__ or "")

@@ -3,17 +3,24 @@
 This is PyTorch's ``nn.Linear`` convention and the seeds' ``y_j = Σ_i W_ji x_i`` with ``W ∈ R^{n_out×n_in}``
 (seed 003 L146-156; seed 002 L12-22; seed 004 L86-90). Keras ``Dense`` stores its kernel as ``(in, out)``: the
 frontend transposes it. Operands: ``x`` ``(N, in)``, ``weight`` ``(out, in)``, optional ``bias`` ``(out,)``.
+
+VJP, as linear and transpose ops: ``dx = dy W = linear(dy, Wᵀ)``, ``dW = dyᵀ x = linear(dyᵀ, xᵀ)``,
+``db = Σ_batch dy = sum_to(dy, (out,))``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_rank, require_same_float
 from cnncc.ops.registry import NoAttrs, OpDef, Where, register
+from cnncc.ops.transpose import TransposeAttrs
+
+_T = TransposeAttrs((1, 0))
 
 
 def _infer(types: Sequence[TensorType], attrs: NoAttrs, where: Where) -> Sequence[TensorType]:
@@ -50,5 +57,19 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: NoAttrs
     return 2 * _macs(ins, outs, attrs) + bias
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (dy,) = grads_out
+    x, w = node.inputs[0], node.inputs[1]
+    dx = ctx.emit("linear", [dy, ctx.emit("transpose", [ctx.value(w)], _T)]) if ctx.needs_grad(x) else None
+    dw = None
+    if ctx.needs_grad(w):
+        dw = ctx.emit("linear", [ctx.emit("transpose", [dy], _T), ctx.emit("transpose", [ctx.value(x)], _T)])
+    grads = [dx, dw]
+    if len(node.inputs) == 3:
+        bias = node.inputs[2]
+        grads.append(ctx.sum_to(dy, bias.shape) if ctx.needs_grad(bias) else None)
+    return grads
+
+
 OP = register(OpDef(name="linear", inputs=("x", "weight", "bias"), optional=1, infer=_infer,
-                    reference=_reference, macs=_macs, flops=_flops, doc=__doc__ or ""))
+                    reference=_reference, macs=_macs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))

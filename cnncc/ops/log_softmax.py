@@ -2,18 +2,22 @@
 
 Computed as ``(x - max) - log Σ e^(x - max)``: stable for any input, and exact where softmax underflows
 (``log_softmax([1000, -1000]) = [0, -2000]``).
+
+VJP: ``dx = dy - softmax(x) * Σ_axis dy`` (the sum keeping its axis); ``softmax(x)`` is recomputed with the
+softmax op rather than as ``exp(y)`` (cnncc has no exp op, and the fused softmax is as cheap).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.registry import OpDef, register
-from cnncc.ops.softmax import infer_softmax, shifted_exp
+from cnncc.ops.softmax import SoftmaxAttrs, infer_softmax, kept_axis_shape, shifted_exp
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,18 @@ class LogSoftmaxAttrs:
     """``axis``: the axis normalised over (negative counts from the end); 1 is the class axis of (N, C)."""
 
     axis: int = 1
+
+
+def log_softmax_vjp(ctx: Any, x: Any, dy: Any, axis: int) -> Any:
+    """``dx`` for ``y = log_softmax(x)`` along ``axis``, ``x`` and ``dy`` values of the graph being built."""
+    total = ctx.sum_to(dy, kept_axis_shape(x.shape, axis))
+    p = ctx.emit("softmax", [x], SoftmaxAttrs(axis))
+    return ctx.sub(dy, ctx.emit("multiply", [p, total]))
+
+
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (dy,) = grads_out
+    return [log_softmax_vjp(ctx, ctx.value(node.inputs[0]), dy, node.attrs.axis)]
 
 
 def _reference(arrays: Sequence[np.ndarray], a: LogSoftmaxAttrs) -> np.ndarray:
@@ -34,4 +50,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: LogSoftmaxA
 
 
 OP = register(OpDef(name="log_softmax", inputs=("x",), infer=infer_softmax, reference=_reference,
-                    attrs=LogSoftmaxAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=LogSoftmaxAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))

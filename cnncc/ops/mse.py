@@ -6,17 +6,20 @@ minimiser; it only scales the gradients (and so the effective learning rate). cn
 divides by the number of elements, SUM is the plain sum of squares (twice the seeds' ``E_total``).
 
 Operands of one float dtype and one shape; the result is a scalar (shape ``()``).
+
+VJP: ``d prediction = 2 g (prediction - target) / n`` (``/ n`` for MEAN only), ``d target = -d prediction``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cnncc.ir.types import TensorType
-from cnncc.ops.nll import check_reduction, reduce_loss
+from cnncc.ops.nll import check_reduction, loss_factor, reduce_loss
 from cnncc.ops.operands import Reduction, require_same_float
 from cnncc.ops.registry import OpDef, Where, register
 
@@ -44,9 +47,18 @@ def _reference(arrays: Sequence[np.ndarray], a: MseAttrs) -> np.ndarray:
     return reduce_loss(diff * diff, a.reduction, pred.dtype)
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (g,) = grads_out
+    pred, target = (ctx.value(v) for v in node.inputs)
+    c = loss_factor(ctx, g, node.attrs.reduction, pred.type.size, 2.0)
+    d_pred = ctx.emit("multiply", [ctx.sub(pred, target), c])
+    d_target = ctx.scale(d_pred, -1.0) if ctx.needs_grad(node.inputs[1]) else None
+    return [d_pred if ctx.needs_grad(node.inputs[0]) else None, d_target]
+
+
 def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: MseAttrs) -> int:
     return 3 * ins[0].size + 1
 
 
 OP = register(OpDef(name="mse", inputs=("prediction", "target"), infer=_infer, reference=_reference,
-                    attrs=MseAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=MseAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))

@@ -8,12 +8,16 @@ in that seed). Operands: ``log_probs`` ``(N, C)`` float and ``target`` ``(N,)`` 
 Class indices are data, so their range cannot be checked by the shape rule: the reference raises
 :class:`cnncc.errors.InputError` at run time for a label outside ``[0, C)`` (PyTorch's ``ignore_index`` is not
 supported).
+
+VJP: ``d log_probs = -g * one_hot(target) / N`` (``/ N`` for MEAN only) with ``g`` the scalar gradient of the
+loss; integer labels get no gradient.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +70,18 @@ def _infer(types: Sequence[TensorType], a: NllAttrs, where: Where) -> Sequence[T
     return (TensorType((), lp.dtype),)
 
 
+def loss_factor(ctx: Any, g: Any, reduction: Reduction, count: int, sign: float) -> Any:
+    """``sign * g / count`` for MEAN, ``sign * g`` for SUM: the scalar every per-element gradient is scaled by."""
+    return ctx.scale(g, sign / count if reduction is Reduction.MEAN else sign)
+
+
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (g,) = grads_out
+    lp, target = (ctx.value(v) for v in node.inputs)
+    c = loss_factor(ctx, g, node.attrs.reduction, lp.shape[0], -1.0)
+    return [ctx.emit("multiply", [ctx.emit("one_hot", [target, lp]), c]), None]
+
+
 def _reference(arrays: Sequence[np.ndarray], a: NllAttrs) -> np.ndarray:
     lp, target = arrays
     return reduce_loss(-picked(lp, target, "nll"), a.reduction, lp.dtype)
@@ -76,4 +92,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: NllAttrs) -
 
 
 OP = register(OpDef(name="nll", inputs=("log_probs", "target"), infer=_infer, reference=_reference,
-                    attrs=NllAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=NllAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))

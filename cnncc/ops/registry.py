@@ -1,8 +1,21 @@
 """The op registry: every op is one :class:`OpDef`, defined and registered in its own module under cnncc/ops/.
 
 An :class:`OpDef` holds everything about an op: its attribute type, its shape/dtype rule, a slow and obviously
-correct numpy reference (float32 and float64), MAC/FLOP counts, the slot for its vector-Jacobian product (filled by
-the training issue) and the algorithms that can lower it (filled by the backends).
+correct numpy reference (float32 and float64), MAC/FLOP counts, its vector-Jacobian product and the algorithms
+that can lower it (filled by the backends).
+
+The VJP protocol (used by :func:`cnncc.autodiff.grad`)::
+
+    vjp(ctx: VjpContext, node: Node, grads_out: Sequence[Value | None]) -> Sequence[Value | None]
+
+``node`` is the forward node; ``ctx.value(v)`` maps any of its inputs or outputs to the value of the graph being
+built (forward values are recomputed there, so a VJP may read them). ``grads_out`` holds one gradient per forward
+output (same type as that output) or ``None`` where no gradient flows into it. The VJP returns one gradient per
+forward input, of that input's shape and dtype, or ``None`` where there is none (integer labels, a value the
+op's result does not depend on). It builds the gradients only with graph ops, through ``ctx.emit(op, inputs,
+attrs)``, so the backward graph is run by the interpreter and lowered by the backends like the forward one. A
+VJP lives in its op's module and is attached as ``OpDef(vjp=...)``; an op whose ``vjp`` is ``None`` makes
+:func:`~cnncc.autodiff.grad` fail with "op 'X' has no VJP yet (layer 'L')" when a gradient must flow through it.
 """
 
 from __future__ import annotations
@@ -35,6 +48,9 @@ class Where:
         return ShapeError(self.layer, self.op, rule, detail)
 
 
+# ``vjp(ctx, node, grads_out) -> grads_in``; see the module docstring. ``ctx`` is a cnncc.autodiff.VjpContext,
+# ``node`` a cnncc.ir.Node, the grads are cnncc.ir.Value or None (typed loosely: the IR imports this module).
+VjpFn = Callable[[Any, Any, Sequence[Any]], Sequence[Any]]
 InferFn = Callable[[Sequence[TensorType], Any, Where], Sequence[TensorType]]
 ReferenceFn = Callable[[Sequence[np.ndarray], Any], "np.ndarray | tuple[np.ndarray, ...]"]
 CountFn = Callable[[Sequence[TensorType], Sequence[TensorType], Any], int]
@@ -52,7 +68,8 @@ class OpDef:
     A ``variadic`` op (concat) takes one or more operands; its ``inputs`` then only name the first ones.
     ``infer`` raises :class:`ShapeError` through ``where.fail``; ``reference`` computes in the dtype of its inputs.
     ``macs`` counts multiply-accumulates (the seeds' "FLOPs" for ResNet-50 are MACs); ``flops`` counts every
-    arithmetic operation (2 per MAC, 1 per elementwise op, ...).
+    arithmetic operation (2 per MAC, 1 per elementwise op, ...). ``vjp`` is the vector-Jacobian product (module
+    docstring), ``None`` for an op that cannot be differentiated through yet.
     """
 
     name: str
@@ -64,7 +81,7 @@ class OpDef:
     variadic: bool = False
     macs: CountFn = _zero
     flops: CountFn = _zero
-    vjp: Callable[..., Any] | None = None
+    vjp: VjpFn | None = None
     algorithms: tuple[str, ...] = ("reference",)
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,7 @@
-"""relu: ``max(0, x)`` (seed 000 L523-573). Its derivative at 0 is taken as 0, as in PyTorch (the seeds use 1)."""
+"""relu: ``max(0, x)`` (seed 000 L523-573).
+
+Derivative: 1 for ``x > 0``, 0 for ``x <= 0``; at 0 it is taken as 0, as in PyTorch (the seeds use 1).
+"""
 
 from __future__ import annotations
 
@@ -13,4 +16,9 @@ def _relu(x: np.ndarray, attrs: Any) -> np.ndarray:
     return np.maximum(x, 0)
 
 
-OP = register_unary("relu", _relu, doc=__doc__ or "")
+
+def _relu_derivative(x: np.ndarray, attrs: Any) -> np.ndarray:
+    return (x > 0).astype(x.dtype)  # 0 at x = 0, as PyTorch
+
+
+OP = register_unary("relu", _relu, derivative=_relu_derivative, doc=__doc__ or "")

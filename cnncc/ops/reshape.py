@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,5 +51,13 @@ def _reference(arrays: Sequence[np.ndarray], a: ReshapeAttrs) -> np.ndarray:
     return np.reshape(arrays[0], a.shape).copy()
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    """The same elements back in ``x``'s shape: ``reshape(dy, x.shape)``."""
+    from cnncc.ops.reshape import ReshapeAttrs
+
+    (dy,) = grads_out
+    return [ctx.emit("reshape", [dy], ReshapeAttrs(tuple(node.inputs[0].shape)))]
+
+
 OP = register(OpDef(name="reshape", inputs=("x",), infer=_infer, reference=_reference, attrs=ReshapeAttrs,
-                    doc=__doc__ or ""))
+                    vjp=_vjp, doc=__doc__ or ""))

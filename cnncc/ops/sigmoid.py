@@ -2,6 +2,8 @@
 
 Numerically stable for any ``x``: with ``e = e^-|x|`` (never above 1, so it cannot overflow) the result is
 ``1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` for ``x < 0``; ``sigmoid(±1000)`` is exactly 1 and 0.
+
+Derivative: ``s (1 - s)`` with ``s = sigmoid(x)``.
 """
 
 from __future__ import annotations
@@ -19,4 +21,10 @@ def _sigmoid(x: np.ndarray, attrs: Any) -> np.ndarray:
     return np.where(x >= 0, one / (one + e), e / (one + e))
 
 
-OP = register_unary("sigmoid", _sigmoid, flops_per_element=4, doc=__doc__ or "")
+
+def _sigmoid_derivative(x: np.ndarray, attrs: Any) -> np.ndarray:
+    s = _sigmoid(x, attrs)
+    return s * (x.dtype.type(1) - s)
+
+
+OP = register_unary("sigmoid", _sigmoid, derivative=_sigmoid_derivative, flops_per_element=4, doc=__doc__ or "")

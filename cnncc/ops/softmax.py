@@ -3,6 +3,8 @@ C)``.
 
 Numerically stable: the maximum along ``axis`` is subtracted first, so every exponent is <= 0 and nothing
 overflows; ``softmax([1000, -1000])`` is exactly ``[1, 0]``.
+
+VJP: ``dx = y * (dy - Σ_axis dy * y)`` with ``y`` the forward result and the sum keeping its axis (``sum_to``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ def shifted_exp(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return shifted, e, np.sum(e, axis=axis, keepdims=True)
 
 
+def kept_axis_shape(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """``shape`` with ``axis`` reduced to 1 (the shape of a sum along ``axis`` with ``keepdims``)."""
+    axis %= len(shape)
+    return shape[:axis] + (1,) + shape[axis + 1:]
+
+
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    (dy,) = grads_out
+    y = ctx.value(node.outputs[0])
+    dot = ctx.sum_to(ctx.emit("multiply", [dy, y]), kept_axis_shape(y.shape, node.attrs.axis))
+    return [ctx.emit("multiply", [y, ctx.sub(dy, dot)])]
+
+
 def _reference(arrays: Sequence[np.ndarray], a: SoftmaxAttrs) -> np.ndarray:
     x = arrays[0]
     _, e, total = shifted_exp(x, a.axis)
@@ -53,4 +68,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: SoftmaxAttr
 
 
 OP = register(OpDef(name="softmax", inputs=("x",), infer=infer_softmax, reference=_reference,
-                    attrs=SoftmaxAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=SoftmaxAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))

@@ -4,6 +4,8 @@ attributes.
 Exactly ``torch.nn.functional.softplus(x, beta, threshold)``: ``x`` where ``beta * x > threshold``, otherwise
 ``log1p(exp(beta * x)) / beta``. The second branch is computed stably as ``(max(bx, 0) + log1p(e^-|bx|)) /
 beta``, so it never overflows even for a large ``threshold``.
+
+Derivative: 1 where ``beta * x > threshold``, otherwise ``sigmoid(beta * x)`` (PyTorch's ``softplus_backward``).
 """
 
 from __future__ import annotations
@@ -39,5 +41,14 @@ def _softplus(x: np.ndarray, a: SoftplusAttrs) -> np.ndarray:
     return np.where(bx > x.dtype.type(a.threshold), x, smooth)
 
 
+
+def _softplus_derivative(x: np.ndarray, a: SoftplusAttrs) -> np.ndarray:
+    bx = x.dtype.type(a.beta) * x
+    e = np.exp(-np.abs(bx))
+    one = x.dtype.type(1)
+    smooth = np.where(bx >= 0, one / (one + e), e / (one + e))  # sigmoid(beta x), stable
+    return np.where(bx > x.dtype.type(a.threshold), one, smooth)
+
+
 OP = register_unary("softplus", _softplus, attrs=SoftplusAttrs, flops_per_element=6, check=_check,
-                    doc=__doc__ or "")
+                    derivative=_softplus_derivative, doc=__doc__ or "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,5 +56,13 @@ def _reference(arrays: Sequence[np.ndarray], a: TransposeAttrs) -> np.ndarray:
     return np.transpose(arrays[0], a.perm).copy()
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    """The inverse permutation: ``transpose(dy, argsort(perm))``."""
+    (dy,) = grads_out
+    perm = tuple(node.attrs.perm)
+    inverse = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
+    return [ctx.emit("transpose", [dy], TransposeAttrs(inverse))]
+
+
 OP = register(OpDef(name="transpose", inputs=("x",), infer=_infer, reference=_reference, attrs=TransposeAttrs,
-                    doc=__doc__ or ""))
+                    vjp=_vjp, doc=__doc__ or ""))
