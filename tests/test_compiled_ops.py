@@ -27,6 +27,7 @@ from cnncc.codegen.lower import Unsupported
 from cnncc.errors import CnnccError, InputError, ShapeError, WeightsError
 from cnncc.ir import DType, GraphBuilder
 from cnncc.ops import all_ops
+from cnncc.ops.activation_grad import ActivationGradAttrs
 from cnncc.ops.adagrad_update import AdagradAttrs
 from cnncc.ops.adam_update import AdamAttrs
 from cnncc.ops.avg_pool2d import AvgPool2dAttrs
@@ -36,6 +37,7 @@ from cnncc.ops.conv2d import Conv2dAttrs
 from cnncc.ops.cross_entropy import CrossEntropyAttrs
 from cnncc.ops.dropout import DropoutAttrs
 from cnncc.ops.elu import EluAttrs
+from cnncc.ops.fill_like import FillLikeAttrs
 from cnncc.ops.flatten import FlattenAttrs
 from cnncc.ops.hardtanh import HardtanhAttrs
 from cnncc.ops.leaky_relu import LeakyReluAttrs
@@ -49,6 +51,7 @@ from cnncc.ops.rmsprop_update import RmspropAttrs
 from cnncc.ops.sgd_update import SgdAttrs
 from cnncc.ops.softmax import SoftmaxAttrs
 from cnncc.ops.softplus import SoftplusAttrs
+from cnncc.ops.sum_to import SumToAttrs
 from cnncc.ops.transpose import TransposeAttrs
 from cnncc.runtime import interpret
 from cnncc.testing import randomize, rel_error, single_op_graph
@@ -197,11 +200,10 @@ def covers(*ops: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return deco
 
 
-# Ops with no CPU lowering yet, exempt from the check below. The backward-graph helpers of reverse-mode autodiff
-# (cnncc.autodiff, first training slice) run in the reference interpreter only; compiling the training step lowers
-# them (activation_grad as an elementwise kernel, sum_to as a reduction, fill_like/one_hot as fills). Remove an op
-# from this set when its lowering and @covers test land (the check fails if an exempt op is also covered).
-NOT_COMPILED_YET = {"activation_grad", "fill_like", "one_hot", "sum_to"}
+# Ops with no CPU lowering yet, exempt from the check below (none now: the backward-graph helpers of reverse-mode
+# autodiff have theirs in codegen/kernels/grad.py). An op added without a lowering goes here until its lowering and
+# @covers test land (the check fails if an exempt op is also covered).
+NOT_COMPILED_YET: set[str] = set()
 
 
 def test_every_op_has_a_compiled_test() -> None:
@@ -781,6 +783,130 @@ def test_optimizer_update_parallel_and_new_lr_without_recompiling() -> None:
         for name in want:
             assert_matches(got[name], want[name], TOL_ELEMENTWISE, f"adam lr={lr} {name}")
         np.testing.assert_array_equal(cm.run(feeds, threads=1)["y0"], got["y0"])
+
+
+# --- autodiff helpers: activation_grad, fill_like, sum_to, one_hot -----------------------------------------------
+
+def _grad_operands(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """x with every special value (kinks, clip points, NaN, +-inf) up front; dy random with, where there is room,
+    an inf, a NaN and a zero at the end (inf times a zero derivative is NaN on both sides)."""
+    x, dy = randn(*shape, scale=4.0), randn(*shape)
+    fx, fdy = x.reshape(-1), dy.reshape(-1)
+    fx[: min(SPECIAL.size, fx.size)] = SPECIAL[: fx.size]
+    if fx.size >= SPECIAL.size + 4:
+        fx[-4:] = [0.0, -3.0, 1.5, 0.0]
+        fdy[-4:] = [np.inf, np.nan, 0.0, -np.inf]
+    return x, dy
+
+
+@covers("activation_grad")
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the reference's inf * 0
+@pytest.mark.parametrize(("op", "attrs", "tol"), ACTIVATIONS, ids=ACT_IDS)
+@pytest.mark.parametrize("shape", [(3, 37), (2, 5, 7, 3), (1, 16)], ids=["rank2-tail", "rank4-plain", "one-vector"])
+def test_activation_grad(op: str, attrs: Any, tol: float, shape: tuple[int, ...]) -> None:
+    x, dy = _grad_operands(shape)
+    grad_attrs = ActivationGradAttrs(op, attrs) if attrs is not None else ActivationGradAttrs(op)
+    check_op("activation_grad", [x, dy], grad_attrs, tol=tol, sub_batch=same(grad_attrs))
+
+
+@covers("activation_grad")
+@pytest.mark.parametrize(("op", "attrs", "tol"), ACTIVATIONS, ids=ACT_IDS)
+def test_activation_grad_blocked_after_conv(op: str, attrs: Any, tol: float) -> None:
+    """x and dy both conv outputs (blocked, 20 channels: one full and one padded channel block)."""
+    b = GraphBuilder(f"grad_{op}")
+    img, w1, w2 = b.input("x", (3, 3, 9, 7)), b.param("w1", (20, 3, 3, 3)), b.param("w2", (20, 3, 3, 3))
+    conv = Conv2dAttrs(padding=(1, 1, 1, 1))
+    x, dy = b.apply("conv2d", [img, w1], conv, layer="c1"), b.apply("conv2d", [img, w2], conv, layer="c2")
+    grad_attrs = ActivationGradAttrs(op, attrs) if attrs is not None else ActivationGradAttrs(op)
+    b.output(b.apply("activation_grad", [x, dy], grad_attrs, layer="grad"), "y")
+    params = {"w1": randn(20, 3, 3, 3, scale=1.5), "w2": randn(20, 3, 3, 3, scale=0.3)}
+    compare(b.build(), {"x": randn(3, 3, 9, 7)}, params, max(tol, TOL_REDUCTION))
+
+
+def test_activation_grad_of_small_inputs() -> None:
+    """tanh' and elu' near 0 (1 - t^2 and alpha e^x: no cancellation to lose)."""
+    x, dy = randn(8, 1000, scale=1e-4), randn(8, 1000)
+    for op, attrs in (("tanh", None), ("elu", EluAttrs(1.0))):
+        check_op("activation_grad", [x, dy], ActivationGradAttrs(op, attrs) if attrs else ActivationGradAttrs(op),
+                 tol=TOL_EXP)
+
+
+@covers("fill_like")
+@pytest.mark.parametrize("shape", [(3, 37), (2, 5, 7, 3), (1, 16), (5,)], ids=str)
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.125])
+def test_fill_like(shape: tuple[int, ...], value: float) -> None:
+    x = randn(*shape)
+    x.reshape(-1)[0] = np.nan  # not read
+    check_op("fill_like", [x], FillLikeAttrs(value), sub_batch=same(FillLikeAttrs(value)))
+
+
+@covers("fill_like")
+def test_fill_like_of_a_loss_and_large() -> None:
+    """The seed gradient: fill_like of a loss (not per image), and a fill large enough to split over threads."""
+    b = GraphBuilder("seed")
+    x, t = b.input("x", (4, 9)), b.input("t", (4, 9))
+    loss = b.apply("mse", [x, t], MseAttrs(Reduction.MEAN), layer="loss")
+    b.output(b.apply("fill_like", [loss], FillLikeAttrs(1.0), layer="seed"), "seed")
+    big = b.input("big", (4, 30_001))
+    b.output(b.apply("fill_like", [big], FillLikeAttrs(-2.0), layer="fill_big"), "big")
+    g = b.build()
+    _, cm = compare(g, {"x": randn(4, 9), "t": randn(4, 9), "big": randn(4, 30_001)}, {}, TOL_ELEMENTWISE,
+                    threads=2)
+    got = cm.run({"x": randn(1, 9), "t": randn(1, 9), "big": randn(1, 30_001)})
+    assert got["seed"].shape == () and got["seed"] == 1.0 and got["big"].shape == (1, 30_001)
+    assert np.all(got["big"] == -2.0)
+
+
+SUM_TO_CASES = [((2, 5, 7, 3), (5, 1, 1)), ((2, 5, 7, 3), (1, 5, 1, 1)), ((2, 5, 7, 3), (2, 1, 7, 1)),
+                ((2, 5, 7, 3), (2, 5, 7, 3)), ((2, 5, 7, 3), ()), ((2, 5, 7, 3), (3,)), ((2, 5, 7, 3), (2, 5, 1, 1)),
+                ((3, 37), (37,)), ((3, 37), (3, 1)), ((3, 37), (1, 1)), ((3, 37), (1, 37)), ((5,), ()),
+                ((1, 16), (16,))]
+
+
+@covers("sum_to")
+@pytest.mark.parametrize(("shape", "target"), SUM_TO_CASES, ids=[f"{s}->{t}" for s, t in SUM_TO_CASES])
+def test_sum_to(shape: tuple[int, ...], target: tuple[int, ...]) -> None:
+    x = randn(*shape)
+    keeps_batch = len(target) == len(shape) and target[0] == shape[0] != 1
+
+    def at_batch_1(arrays: Sequence[np.ndarray]) -> SumToAttrs:
+        return SumToAttrs((1, *target[1:]) if keeps_batch else target)
+
+    check_op("sum_to", [x], SumToAttrs(target), tol=TOL_REDUCTION, sub_batch=at_batch_1)
+
+
+@covers("sum_to")
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the reference's inf + -inf
+def test_sum_to_of_blocked_conv_output_special_values() -> None:
+    """A bias gradient: the per-channel sum of a blocked conv output (20 channels), plus inf/NaN propagation."""
+    b = GraphBuilder("bias_grad")
+    img, w = b.input("x", (3, 3, 9, 7)), b.param("w", (20, 3, 3, 3))
+    y = b.apply("conv2d", [img, w], Conv2dAttrs(padding=(1, 1, 1, 1)), layer="conv")
+    b.output(b.apply("sum_to", [y], SumToAttrs((20, 1, 1)), layer="bias"), "db")
+    compare(b.build(), {"x": randn(3, 3, 9, 7)}, {"w": randn(20, 3, 3, 3)}, TOL_REDUCTION)
+    x = randn(4, 6)
+    x[0, 0], x[1, 1], x[2, 1], x[3, 2] = np.nan, np.inf, -np.inf, np.inf
+    check_op("sum_to", [x], SumToAttrs((6,)), tol=TOL_REDUCTION)
+
+
+def test_rejects_activation_grad_of_a_loss() -> None:
+    """activation_grad of a value that is not per image (a loss) is not compiled yet."""
+    b = GraphBuilder("loss_grad")
+    x, t = b.input("x", (4, 9)), b.input("t", (4, 9))
+    loss = b.apply("mse", [x, t], MseAttrs(Reduction.MEAN), layer="loss")
+    seed = b.apply("fill_like", [loss], FillLikeAttrs(1.0), layer="seed")
+    b.output(b.apply("activation_grad", [loss, seed], ActivationGradAttrs("relu"), layer="grad"), "y")
+    _rejects(b.build(), {}, "layer 'grad'", "not per image")
+
+
+@covers("one_hot")
+@pytest.mark.parametrize("classes", [1, 10, 37])
+def test_one_hot(classes: int) -> None:
+    labels = RNG.integers(0, classes, 5).astype(np.int64)
+    labels[0] = classes - 1
+    cm = check_op("one_hot", [labels, randn(5, classes)], sub_batch=same(None))
+    with pytest.raises(InputError):
+        cm.run({"x0": np.array([0, 1, classes, 0, 0], np.int64), "x1": randn(5, classes)})
 
 
 # --- what the backend rejects on purpose ---------------------------------------------------------------------

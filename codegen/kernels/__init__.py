@@ -4,6 +4,7 @@ from cnncc.codegen.kernels import (  # noqa: F401
     conv,
     depthwise,
     eltwise,
+    grad,
     im2col,
     optim,
     pool,

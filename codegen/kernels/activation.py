@@ -82,3 +82,45 @@ def apply_act(em: Emitter, v: ir.Value, act: Act) -> ir.Value:
                       lanewise(em, em.vcall("exp", b.fneg(absz)), "log1pf"))
         return b.select(b.fcmp_ordered(">", z, em.vconst(act.b)), v, b.fdiv(soft, em.vconst(act.a)))
     raise ValueError(f"unknown activation {k}")
+
+
+def _indicator(em: Emitter, cond: ir.Value) -> ir.Value:
+    """1.0 where ``cond`` holds, else 0.0 (a NaN input fails every ordered compare, so it gets 0 like numpy)."""
+    return em.b.select(cond, em.vconst(1.0), em.vconst(0.0))
+
+
+def _stable_sigmoid(em: Emitter, v: ir.Value) -> ir.Value:
+    """The references' sigmoid: with e = exp(-|v|), 1/(1+e) for v >= 0 and e/(1+e) otherwise (NaN propagates)."""
+    b = em.b
+    e = em.vcall("exp", b.fneg(em.vcall("fabs", v)))
+    den = b.fadd(em.vconst(1.0), e)
+    return b.select(b.fcmp_ordered(">=", v, em.vconst(0.0)), b.fdiv(em.vconst(1.0), den), b.fdiv(e, den))
+
+
+def act_derivative(em: Emitter, v: ir.Value, act: Act) -> ir.Value:
+    """``f'(v)`` of activation ``act`` as each op module's ``derivative`` computes it, kinks and NaN included:
+    relu'(0) = 0; relu6/hardtanh 0 at both clip points; leaky_relu'(0) = slope; elu'(0) = alpha; NaN gives 0 for
+    relu/relu6/hardtanh, the slope for leaky_relu, and NaN for the smooth ones."""
+    b, k = em.b, act.kind
+    zero, one = em.vconst(0.0), em.vconst(1.0)
+    pos = b.fcmp_ordered(">", v, zero)
+    if k == "relu":
+        return _indicator(em, pos)
+    if k in ("relu6", "hardtanh"):
+        lo, hi = (0.0, 6.0) if k == "relu6" else (act.a, act.b)
+        inside = b.and_(b.fcmp_ordered(">", v, em.vconst(lo)), b.fcmp_ordered("<", v, em.vconst(hi)))
+        return _indicator(em, inside)
+    if k == "leaky_relu":
+        return b.select(pos, one, em.vconst(act.a))
+    if k == "elu":  # alpha * exp(min(x, 0)) off the positive side: exp(x) there (NaN stays NaN)
+        return b.select(pos, one, b.fmul(em.vconst(act.a), em.vcall("exp", v)))
+    if k == "sigmoid":
+        s = _stable_sigmoid(em, v)
+        return b.fmul(s, b.fsub(one, s))
+    if k == "tanh":
+        t = lanewise(em, v, "tanhf")
+        return b.fsub(one, b.fmul(t, t))
+    if k == "softplus":  # sigmoid(beta x), or 1 past the threshold
+        z = b.fmul(em.vconst(act.a), v)
+        return b.select(b.fcmp_ordered(">", z, em.vconst(act.b)), one, _stable_sigmoid(em, z))
+    raise ValueError(f"unknown activation {k}")

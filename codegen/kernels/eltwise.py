@@ -13,7 +13,7 @@ import numpy as np
 from llvmlite import ir
 
 from cnncc.codegen.emit import Emitter, i64
-from cnncc.codegen.kernels.activation import ACTIVATION_OPS, Act, act_from_node, apply_act
+from cnncc.codegen.kernels.activation import ACTIVATION_OPS, Act, act_derivative, act_from_node, apply_act
 from cnncc.codegen.layout import Addr, Placed, dims4, padded_channels
 from cnncc.codegen.lower import Lowering, Unsupported, lowering
 from cnncc.codegen.module import KernelEnv, kernel
@@ -37,7 +37,7 @@ class EltwiseParams:
     """y = f(a [, b]) over ``blocks`` x ``pixels`` vectors per image (plain tensors: one block of contiguous data,
     with a masked tail of ``tail`` lanes)."""
 
-    kind: str  # "act", "add", "mul", "affine" (a*b + c), "prelu"
+    kind: str  # "act", "act_grad" (b * act'(a)), "add", "mul", "affine" (a*b + c), "prelu"
     out: Operand
     a: Operand
     b: Operand | None
@@ -183,6 +183,8 @@ def emit_eltwise(em: Emitter, env: KernelEnv, p: EltwiseParams) -> None:
         a = vals[0]
         if p.kind == "act":
             return apply_act(em, a, p.act)
+        if p.kind == "act_grad":
+            return b.fmul(vals[1], act_derivative(em, a, p.act))
         if p.kind == "add":
             return b.fadd(a, vals[1])
         if p.kind == "mul":
