@@ -390,6 +390,29 @@ def test_binary_blocked_per_channel_and_per_image(op: str, channels: int) -> Non
     compare(b.build(), {"x": randn(n, 4, 6, 5)}, params, TOL_REDUCTION)
 
 
+@covers("add", "multiply")
+@pytest.mark.parametrize("op", ["add", "multiply"])
+@pytest.mark.parametrize("shape", [(4, 9), (3, 21), (2, 5, 4, 3), (3, 20, 5, 3)])
+@pytest.mark.parametrize("kind", ["loss", "per_image"])
+def test_binary_computed_scalar_and_per_image_operands(op: str, shape: tuple[int, ...], kind: str) -> None:
+    """What backward graphs need: a tensor op a computed loss (shape ()), or op one value per image (N, 1)."""
+    b = GraphBuilder(f"{op}_{kind}")
+    x = b.input("x", shape, DType.FLOAT32)
+    t = b.input("t", shape, DType.FLOAT32)
+    if kind == "loss":
+        s = b.apply("mse", [x, t], None, layer="loss")
+    else:
+        flat = b.apply("flatten", [t], None, layer="flat") if len(shape) > 2 else t
+        w = b.param("w", (1, flat.shape[1]), DType.FLOAT32)
+        s = b.apply("linear", [flat, w], None, layer="rowsum")  # (N, 1)
+        if len(shape) == 4:
+            s = b.apply("reshape", [s], ReshapeAttrs((shape[0], 1, 1, 1)), layer="as4d")
+    b.output(b.apply(op, [x, s], None, layer="bcast"), "y")
+    b.output(b.apply(op, [s, x], None, layer="bcast_swapped"), "y2")
+    params = {"w": randn(1, int(np.prod(shape[1:])))} if kind == "per_image" else {}
+    compare(b.build(), {"x": randn(*shape), "t": randn(*shape)}, params, TOL_REDUCTION)
+
+
 @covers("multiply", "add")
 @pytest.mark.parametrize("op", ["add", "multiply"])
 def test_per_image_operand_as_graph_input(op: str) -> None:

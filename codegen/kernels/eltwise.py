@@ -23,13 +23,15 @@ from cnncc.program import Buffer
 
 @dataclass(frozen=True, eq=False)
 class Operand:
-    """A vector stream: element block (n, j, p) at base + n*img + j*blk + p*pix (floats); strides 0 broadcast."""
+    """A vector stream: element block (n, j, p) at base + n*img + j*blk + p*pix (floats); strides 0 broadcast.
+    ``splat``: one float per image (a scalar, e.g. a loss), broadcast to every lane."""
 
     buf: Buffer
     base: int
     img: int
     blk: int
     pix: int
+    splat: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,8 +143,17 @@ def _broadcast_operand(lw: Lowering, node: Node, x: Placed, index: int) -> Opera
         if shape[1] == full[1]:
             other = lw.blocked(v, node.layer)
             return Operand(other.buffer, other.addr.base, other.addr.img if per_image else 0, other.addr.cblk, 0)
+    if v.type.size == 1:  # one value for the whole tensor (a loss, a constant): splat it
+        if v.kind is ValueKind.PARAM:
+            return Operand(lw.weights(lw.param(v, node.layer).reshape(1), f"{node.layer}.operand"), 0, 0, 0, 0, True)
+        src = lw.plain(v, node.layer)
+        return Operand(src.buffer, src.addr.base, 0, 0, 0, True)
+    if v.kind is not ValueKind.PARAM and v.shape and v.shape[0] == full[0] and v.type.size == full[0]:
+        src = lw.plain(v, node.layer)  # one value per image (N, 1, ...): splat it over the image
+        return Operand(src.buffer, src.addr.base, src.addr.img, 0, 0, True)
     raise Unsupported(f"layer '{node.layer}': {node.op} broadcasting {tuple(v.shape)} to {full} is not compiled "
-                      "for the CPU yet (supported: equal shapes, per-channel and per-image-channel operands)")
+                      "for the CPU yet (supported: equal shapes, per-channel, per-image-channel, per-image and scalar "
+                      "operands)")
 
 
 @lowering("add", "multiply")
@@ -201,7 +212,8 @@ def emit_eltwise(em: Emitter, env: KernelEnv, p: EltwiseParams) -> None:
         n, j = b.udiv(it, i64(p.blocks)), b.urem(it, i64(p.blocks))
 
         def pixel(px: ir.Value) -> None:
-            vals = [em.load_vec(ptrs[id(o)], off(o, n, j, px)) for o in operands]
+            vals = [em.splat(em.load(ptrs[id(o)], off(o, n, j, px))) if o.splat else
+                    em.load_vec(ptrs[id(o)], off(o, n, j, px)) for o in operands]
             em.store_vec(compute(vals), ptrs[id(p.out)], off(p.out, n, j, px))
 
         em.each(0, p.pixels, pixel, name="px")
