@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnncc.codegen.convalgo import ConvShape, why_not
-from cnncc.codegen.kernels.conv import choose_schedule
+from cnncc.codegen.kernels.conv import choose_schedule, direct_schedule
+from cnncc.codegen.kernels.im2col import patch_rows
+from cnncc.codegen.kernels.transform_conv import gemm_schedule
 from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.target import Target
 from cnncc.codegen.transforms import emulate, transform_for
@@ -157,7 +159,7 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16,
         w_time = w_bytes / m.bandwidth(weights_working_set or w_bytes)
         return max(compute, w_time) + act_bytes / m.bandwidth(act_bytes)
     if algorithm == "im2col":
-        rows = cs.r * cs.s * cp if cs.c >= width else padded_channels(cs.c * cs.r * cs.s, width)
+        rows = patch_rows(cs.c, cs.r, cs.s, width)
         patches = 4 * cs.n * rows * cs.oh * cs.ow
         compute = 2 * cs.n * kp * cs.oh * cs.ow * rows / (flops * GEMM_EFFICIENCY)
         w_time = w_bytes / m.bandwidth(weights_working_set or w_bytes)
@@ -166,7 +168,7 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16,
     th, tw = tc.tiles(cs.oh, cs.ow)
     tiles = cs.n * th * tw
     pc, pk = tc.pair * cp, tc.pair * kp
-    sched = choose_schedule(width, pk // width, th * tw, 1)
+    sched = gemm_schedule(tc, cs.k, th * tw, width)
     gemm = 2 * tc.points * tiles * pc * pk / (flops * tile_efficiency(sched.ur_w, sched.ocb, th * tw))
     in_ops, out_ops = tc.transform_ops()
     transforms = tiles * (in_ops * cp + out_ops * kp) / width / vec_ops
@@ -184,18 +186,18 @@ def describe_schedule(cs: ConvShape, impl: ConvImpl, width: int = 16) -> str:
         if cs.depthwise:
             return f"depthwise kernel, {width}-channel vectors"
         kb = kp // width if cs.groups == 1 else cs.k // cs.groups // width or 1
-        sched = choose_schedule(width, kb, cs.ow, cs.r * cs.s)
-        ur, ocb = (impl.ur_w, impl.ocb) if impl.ur_w and impl.ocb and kb % impl.ocb == 0 else (sched.ur_w, sched.ocb)
+        weights_dominate = cs.k * cs.c // cs.groups * cs.r * cs.s > cs.n * (cs.c * cs.h * cs.w + cs.k * cs.oh * cs.ow)
+        sched = direct_schedule(width, kb, cs.ow, cs.r * cs.s, impl, weights_dominate)
         split = "rows" if sched.split_rows else "output-channel groups"
-        return (f"register tile {min(ur, cs.ow)} px x {ocb}x{width} channels, {sched.unroll} channels straight-line, "
-                f"threads split {split}")
+        return (f"register tile {sched.ur_w} px x {sched.ocb}x{width} channels, {sched.unroll} channels "
+                f"straight-line, threads split {split}")
     if algo == "im2col":
-        rows = cs.r * cs.s * cp if cs.c >= width else padded_channels(cs.c * cs.r * cs.s, width)
+        rows = patch_rows(cs.c, cs.r, cs.s, width)
         sched = choose_schedule(width, kp // width, cs.ow, 1)
         return f"patch matrix {rows} x {cs.oh * cs.ow}, GEMM tile {sched.ur_w} px x {sched.ocb}x{width}"
     tc = transform_for(algo, cs.r, cs.s, cs.stride[0], cs.stride[1])
     th, tw = tc.tiles(cs.oh, cs.ow)
-    sched = choose_schedule(width, tc.pair * kp // width, th * tw, 1)
+    sched = gemm_schedule(tc, cs.k, th * tw, width)
     i, o = tc.transform_ops()
     return (f"{tc.tile}x{tc.tile} input tiles -> {tc.out_h}x{tc.out_w} outputs, {th}x{tw} tiles, {tc.points} "
             f"{'complex ' if tc.pair == 2 else ''}GEMMs of {th * tw} x {tc.pair * cp} x {tc.pair * kp} "

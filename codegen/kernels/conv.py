@@ -26,6 +26,7 @@ from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.lower import Lowering, Unsupported, lowering
 from cnncc.codegen.module import KernelEnv, kernel
 from cnncc.ir import Node, Value
+from cnncc.ops.conv2d import ConvImpl
 from cnncc.program import Buffer
 
 
@@ -110,6 +111,15 @@ def choose_schedule(width: int, k_blocks: int, out_w: int, taps: int, weights_do
                         split_rows=not weights_dominate)
 
 
+def direct_schedule(width: int, k_blocks: int, out_w: int, taps: int, impl: ConvImpl,
+                    weights_dominate: bool = False) -> ConvSchedule:
+    """:func:`choose_schedule`, with the register tile a hand-set or tuned ``impl`` names (if its blocks divide)."""
+    sched = choose_schedule(width, k_blocks, out_w, taps, weights_dominate)
+    if impl.ur_w and impl.ocb and k_blocks % impl.ocb == 0:
+        sched = ConvSchedule(min(impl.ur_w, out_w), impl.ocb, sched.unroll, sched.split_rows)
+    return sched
+
+
 def pack_weights(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: int, in_cb: int) -> np.ndarray:
     """(K, Cg, R, S) -> (K/(W*ocb), in_blocks, R, S, in_cb, ocb, W), zero-padded."""
     k, cg, r, s = w.shape
@@ -181,9 +191,7 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
     in_blocks = cg if plain_in else padded_channels(cg, width) // width
     k_blocks = padded_channels(k, width) // width
     weights_dominate = w.size > x.type.size + node.outputs[0].type.size
-    sched = choose_schedule(width, k_blocks if groups == 1 else k // groups // width, ow, r * s, weights_dominate)
-    if impl.ur_w and impl.ocb and (k_blocks if groups == 1 else k // groups // width) % impl.ocb == 0:
-        sched = ConvSchedule(min(impl.ur_w, ow), impl.ocb, sched.unroll, sched.split_rows)
+    sched = direct_schedule(width, k_blocks if groups == 1 else k // groups // width, ow, r * s, impl, weights_dominate)
     out = lw.new_blocked((n, k, oh, ow), node.layer)
     packed = pack_weights(w, k_blocks, sched.ocb, width, in_blocks, in_cb)
     t, _, l, _ = a.padding

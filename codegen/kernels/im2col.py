@@ -50,6 +50,12 @@ class Im2colParams:
     col_blocks: int
 
 
+def patch_rows(c: int, r: int, s: int, width: int) -> int:
+    """Rows of the patch matrix (the GEMM's reduction): (r, s, padded channels) from a blocked input, (c, r, s)
+    padded once to the vector width from a plain one."""
+    return r * s * padded_channels(c, width) if c >= width else padded_channels(c * r * s, width)
+
+
 def lower_im2col(lw: Lowering, node: Node, w: np.ndarray, pre: tuple[Act, ...], residual: Value | None,
                  post: tuple[Act, ...]) -> None:
     a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
@@ -60,12 +66,11 @@ def lower_im2col(lw: Lowering, node: Node, w: np.ndarray, pre: tuple[Act, ...], 
     vector = c >= width
     src = lw.blocked(x, node.layer, a.padding) if vector else lw.plain(x, node.layer, a.padding)
     cb = padded_channels(c, width) // width
+    rows = patch_rows(c, r, s, width)
     if vector:
-        rows = r * s * cb * width
         wcols = np.zeros((k, r, s, cb * width))
         wcols[..., :c] = w.transpose(0, 2, 3, 1)
     else:
-        rows = padded_channels(c * r * s, width)
         wcols = np.zeros((k, rows))
         wcols[:, :c * r * s] = w.reshape(k, -1)
     col_blocks = rows // width

@@ -24,7 +24,7 @@ from llvmlite import ir
 
 from cnncc.codegen.emit import Emitter, i64
 from cnncc.codegen.kernels.activation import Act, apply_act
-from cnncc.codegen.kernels.conv import ConvParams, bias_buffer, choose_schedule, pack_weights
+from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, bias_buffer, choose_schedule, pack_weights
 from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.lower import Lowering
 from cnncc.codegen.module import KernelEnv, kernel
@@ -127,7 +127,7 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
         x_col=xa.col, c_blocks=cb, tiles_h=th, tiles_w=tw, step_h=tc.step_h, step_w=tc.step_w, tile=tc.tile,
         pair=tc.pair, stages=tc.input_stages, v_img=tc.points * pcb * tiles * width, v_point=pcb * tiles * width,
         v_cblk=tiles * width), (src.buffer,), (v,), node.layer, parallel=True)
-    sched = choose_schedule(width, pkb, tiles, 1)
+    sched = gemm_schedule(tc, k, tiles, width)
     packed = pack_transformed(tc, w, width, sched.ocb)
     wbuf = lw.weights(packed, f"{node.layer}.weight.{algorithm}")
     gemm = ConvParams(
@@ -150,6 +150,11 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
         zero_tail=k % width, stages=tc.output_stages),
         (m,) + ((bias,) if bias else ()) + ((res.buffer,) if res else ()), (out.buffer,), node.layer, parallel=True)
     lw.placed[node.outputs[0]] = out
+
+
+def gemm_schedule(tc: TransformConv, k: int, tiles: int, width: int) -> ConvSchedule:
+    """The register tile of the per-point GEMMs: ``tiles`` pixels per image, pair * K output channels."""
+    return choose_schedule(width, tc.pair * padded_channels(k, width) // width, tiles, 1)
 
 
 def pack_transformed(tc: TransformConv, w: np.ndarray, width: int, ocb: int) -> np.ndarray:
