@@ -23,7 +23,8 @@ from cnncc.ir import DType, Graph, GraphBuilder, Layout, TensorType
 __version__ = "0.1.0"
 
 __all__ = ["CnnccError", "DType", "Graph", "GraphBuilder", "GraphError", "InputError", "Layout", "ModelError",
-           "OpAttributeError", "ShapeError", "TensorType", "WeightsError", "__version__", "compile", "interpret"]
+           "OpAttributeError", "ShapeError", "TensorType", "WeightsError", "__version__", "compile",
+           "compile_training", "interpret"]
 
 
 def interpret(graph: Graph, inputs: dict, params: dict | None = None, dtype: str = "float32") -> dict:
@@ -31,3 +32,13 @@ def interpret(graph: Graph, inputs: dict, params: dict | None = None, dtype: str
     from cnncc.runtime import interpret as run
 
     return run(graph, inputs, params, dtype)
+
+
+def compile_training(model, loss: str = "cross_entropy", optimizer=None, batch: int = 32,  # noqa: ANN001, ANN201
+                     threads: int | None = None, cpu: str = "host", recompute: bool = False):
+    """Compile ``model``'s training step (forward in training mode, ``loss``, backward, ``optimizer`` update) to one
+    native entry point; returns a :class:`cnncc.training.Trainer` with ``step(x, y) -> loss``, ``evaluate``,
+    ``predict`` and ``export`` (see :func:`cnncc.training.compile_training`)."""
+    from cnncc.training import compile_training as build
+
+    return build(model, loss, optimizer, batch, threads, cpu, recompute)

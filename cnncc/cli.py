@@ -87,8 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--batch", type=int, default=1, help="the compiled batch (default 1)")
     plan.add_argument("--unoptimized", action="store_true", help="plan the graph as traced, without graph passes")
     from cnncc.cli_algorithms import add_parsers
+    from cnncc.cli_train import add_parser as add_train_parser
 
     add_parsers(sub, MODEL_HELP)
+    add_train_parser(sub, MODEL_HELP)
     return p
 
 
@@ -246,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_viz(args)
         if args.command == "plan":
             return cmd_plan(args)
+        if args.command == "train":
+            from cnncc.cli_train import cmd_train
+
+            return cmd_train(args)
         if args.command in ("bench", "tune", "explain"):
             from cnncc.cli_algorithms import COMMANDS
 

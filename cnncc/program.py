@@ -55,6 +55,7 @@ class Program:
     calls: list[KernelCall] = field(default_factory=list)
     inputs: list[Buffer] = field(default_factory=list)
     outputs: list[Buffer] = field(default_factory=list)
+    batched_outputs: list[bool] = field(default_factory=list)  # per output: one per image (else one for the call)
     weights: bytes = b""
     arena_bytes: int = 0
 

@@ -9,7 +9,8 @@ no real output depends on (their weights are packed as zeros).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from cnncc.errors import CnnccError
 from cnncc.ir import Graph, Node, Value, ValueKind
 from cnncc.program import Buffer, KernelCall, Program, Space
 
+STATE_PREFIX = "state:"  # a graph output "state:<p>" is the new value of training-state parameter p
 LowerFn = Callable[["Lowering", Node], None]
 LOWERINGS: dict[str, LowerFn] = {}
 
@@ -42,8 +44,14 @@ class Unsupported(CnnccError):
 class Lowering:
     """State of one lowering: placements of values, the weights blob under construction, the calls emitted."""
 
-    def __init__(self, graph: Graph, params: Mapping[str, np.ndarray], target: Target) -> None:
+    def __init__(self, graph: Graph, params: Mapping[str, np.ndarray], target: Target,
+                 state: Collection[str] = ()) -> None:
         self.graph, self.params, self.target = graph, params, target
+        self.state = frozenset(state)  # parameters updated at run time (training): read from the blob, never folded
+        unknown = sorted(self.state - {p.name for p in graph.params})
+        if unknown:
+            raise CnnccError(f"graph '{graph.name}': state {unknown} names no parameter of the graph")
+        self.state_buffers: dict[str, Buffer] = {}
         self.width = target.vector_width
         self.batch = next((v.shape[0] for v in graph.inputs if v.shape), 1)  # scalar inputs have no batch axis
         self.program = Program(graph.name, self.batch)
@@ -73,11 +81,44 @@ class Lowering:
         self._blob_size += data.nbytes
         return buf
 
+    def is_constant(self, v: Value) -> bool:
+        """Whether ``v``'s value is known at compile time: a parameter that is not training state."""
+        return v.kind is ValueKind.PARAM and v.name not in self.state
+
     def param(self, v: Value, layer: str) -> np.ndarray:
         if v.kind is not ValueKind.PARAM:
             raise Unsupported(f"layer '{layer}': the CPU backend needs this operand to be a parameter (weights are "
                               f"packed at compile time), got a computed value {v!r}")
+        if v.name in self.state:
+            raise Unsupported(f"layer '{layer}': parameter '{v.name}' is training state (updated at run time), but "
+                              "this kernel needs its values at compile time")
         return np.asarray(self.params[v.name], dtype=np.float64)
+
+    def packed(self, v: Value, pack: Callable[[np.ndarray], np.ndarray], name: str, layer: str = "") -> Buffer:
+        """A buffer holding ``pack(value of v)``, for any ``v``.
+
+        A compile-time parameter is packed once into the weights blob. Training state or a computed value is
+        gathered at run time: ``pack`` applied to the indices 1..size (float64) gives, for each packed element, the
+        element of ``v`` it copies (0: a zero pad), so ``pack`` must only move and zero-pad elements -- transposes,
+        reshapes, flips and pads compose; arithmetic does not (it is refused). Computed values are gathered at the
+        compiled batch.
+        """
+        if self.is_constant(v):
+            return self.weights(pack(self.param(v, layer)), name)
+        size = math.prod(v.shape)
+        index = pack(np.arange(1, size + 1, dtype=np.float64).reshape(v.shape))
+        if index.dtype != np.float64 or not np.array_equal(index, np.rint(index)) or index.min() < 0 or \
+                index.max() > size:
+            raise CnnccError(f"layer '{layer}': the packing of '{v.name}' is not a pure gather (it computes, or "
+                             "loses float64), so it cannot run on values known only at run time")
+        from cnncc.codegen.kernels.gather import GatherParams
+
+        src = self.tensor(v, layer) if v.kind is ValueKind.PARAM else self.plain(v, layer)
+        table = self.weights(index.astype(np.int32), f"{name}.gather")
+        dst = self.arena(index.size, name, per_image=False)
+        self.call("gather", GatherParams(src.buffer, table, dst, index.size), (src.buffer, table), (dst,), layer,
+                  parallel=index.size >= 1 << 16)
+        return dst
 
     def call(self, kernel: str, params: Any, reads: tuple[Buffer, ...], writes: tuple[Buffer, ...], layer: str,
              parallel: bool = True, macs: int = 0) -> None:
@@ -97,12 +138,25 @@ class Lowering:
         return Placed(self.arena(addr.img, name), dims, addr, False, halo)
 
     def get(self, v: Value, layer: str = "") -> Placed:
+        """The placement of a computed value or graph input. Parameters are refused here (a kernel that walks
+        per-image data must not mistake one for it): read them with :meth:`tensor` or :meth:`packed`."""
         if v not in self.placed:
             if v.kind is ValueKind.PARAM:
                 raise Unsupported(f"layer '{layer or '?'}': parameter '{v.name}' is used as a computed operand; the "
                                   "CPU backend takes parameters as weights, biases and per-channel operands only")
             raise CnnccError(f"internal: value {v!r} has no placement")
         return self.placed[v]
+
+    def tensor(self, v: Value, layer: str = "") -> Placed:
+        """Any value as a tensor; a parameter is one plain image of its floats in the blob, ``(1, size, 1, 1)``,
+        not per image (``batched=False``). Training state is that same buffer, updated in place each step."""
+        if v.kind is ValueKind.PARAM and v not in self.placed:
+            size = math.prod(v.shape)
+            buf = self.weights(np.asarray(self.params[v.name], np.float32).reshape(-1), f"param.{v.name}")
+            self.placed[v] = Placed(buf, (1, size, 1, 1), plain_addr(size, 1, 1), False, batched=False)
+            if v.name in self.state:
+                self.state_buffers[v.name] = buf
+        return self.get(v, layer)
 
     def relayout(self, src: Placed, dst: Placed, layer: str, pad_value: float = 0.0, c_off: int = 0) -> None:
         from cnncc.codegen.kernels.relayout import relayout_call
@@ -149,10 +203,19 @@ class Lowering:
             if fn is None:
                 raise Unsupported(f"layer '{node.layer}': op '{node.op}' has no CPU lowering yet")
             fn(self, node)
-        for i, (name, v) in enumerate(zip(self.graph.output_names, self.graph.outputs, strict=True)):
+        for p in self.graph.params:  # state lives in the blob even where no kernel reads it as a tensor
+            if p.name in self.state:
+                self.tensor(p)
+        outputs = [(n, v) for n, v in zip(self.graph.output_names, self.graph.outputs, strict=True)
+                   if not n.startswith(STATE_PREFIX)]
+        for name, v in zip(self.graph.output_names, self.graph.outputs, strict=True):
+            if name.startswith(STATE_PREFIX):
+                self._write_state(name[len(STATE_PREFIX):], v)
+        for i, (name, v) in enumerate(outputs):
             buf = Buffer(name, v.type.nbytes, Space.OUTPUT, index=i)
             self.program.outputs.append(buf)
-            src = self.get(v)
+            src = self.tensor(v)
+            self.program.batched_outputs.append(src.batched)
             _, c, h, w = src.dims
             dst = Placed(buf, src.dims, plain_addr(c, h, w), False, batched=src.batched)
             self.relayout(src, dst, f"output.{name}")
@@ -160,8 +223,26 @@ class Lowering:
         return self.program
 
 
+    def _write_state(self, name: str, v: Value) -> None:
+        """Copy the new value of state parameter ``name`` over its old one in the blob (after every other call)."""
+        p = next((p for p in self.graph.params if p.name == name), None)
+        if p is None or name not in self.state:
+            raise CnnccError(f"graph '{self.graph.name}': output '{STATE_PREFIX}{name}' updates no state parameter "
+                             f"(state: {sorted(self.state)})")
+        if v.shape != p.shape or v.dtype != p.dtype:
+            raise CnnccError(f"graph '{self.graph.name}': the new value of '{name}' has type {v.type}, the parameter "
+                             f"{p.type}")
+        dst = self.tensor(p)
+        src = self.tensor(v)
+        if src.buffer is dst.buffer:
+            return
+        if src.batched:
+            raise CnnccError(f"internal: the new value of state '{name}' is placed per image")
+        self.relayout(self.plain(v, f"state.{name}"), dst, f"state.{name}")
+
+
 def lower(graph: Graph, params: Mapping[str, np.ndarray], target: Target) -> Program:
     return Lowering(graph, params, target).run()
 
 
-__all__ = ["Addr", "LOWERINGS", "Lowering", "Unsupported", "lower", "lowering"]
+__all__ = ["STATE_PREFIX", "Addr", "LOWERINGS", "Lowering", "Unsupported", "lower", "lowering"]

@@ -12,7 +12,7 @@ import ctypes
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,8 @@ class CompiledModel:
         self._arena = aligned_bytes(max(program.arena_bytes, 64))
         self._lock = threading.Lock()
         self.pass_log: list[str] = []
+        self.output_names = [n for n in graph.output_names if not n.startswith("state:")]
+        self.state_buffers: dict[str, tuple[Any, tuple[int, ...]]] = {}  # training state: name -> (buffer, shape)
         self.choices: dict[str, Any] = {}  # layer -> algorithm choice (set by cnncc.compile)
 
     @property
@@ -123,8 +125,10 @@ class CompiledModel:
         """Run on named inputs; returns the outputs by name."""
         batch = self._check(feeds, check_finite)
         outs = {}
-        for name, v in zip(self.graph.output_names, self.graph.outputs, strict=True):
-            shape = v.shape if not v.shape else (batch, *v.shape[1:]) if v.shape[0] == self.max_batch else v.shape
+        values = dict(zip(self.graph.output_names, self.graph.outputs, strict=True))
+        for name, batched in zip(self.output_names, self.program.batched_outputs, strict=True):
+            v = values[name]  # a per-image output has the call's batch; others (a loss, a gradient) their shape
+            shape = (batch, *v.shape[1:]) if batched and v.shape else v.shape
             outs[name] = np.empty(shape, v.dtype.numpy)
         in_ptrs = (ctypes.c_void_p * max(len(feeds), 1))(*[feeds[n].ctypes.data for n in self.input_names])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs.values()])
@@ -141,6 +145,28 @@ class CompiledModel:
         if status != 0:
             raise InputError(f"model '{self.graph.name}': native code returned error {status}")
         return outs
+
+    def state_shape(self, name: str) -> tuple[int, ...]:
+        if name not in self.state_buffers:
+            raise InputError(f"model '{self.graph.name}' has no training state '{name}'")
+        return self.state_buffers[name][1]
+
+    def state_array(self, name: str) -> np.ndarray:
+        """A copy of training-state parameter ``name`` as it is now in the weights blob."""
+        buf, shape = self.state_buffers[name] if name in self.state_buffers else (None, ())
+        if buf is None:
+            raise InputError(f"model '{self.graph.name}' has no training state '{name}'")
+        data = self._weights[buf.offset:buf.offset + buf.nbytes].view(np.float32)
+        return data[:int(np.prod(shape))].reshape(shape).copy()
+
+    def set_state(self, name: str, value: np.ndarray) -> None:
+        """Overwrite training-state parameter ``name`` (same shape)."""
+        shape = self.state_shape(name)
+        buf = self.state_buffers[name][0]
+        a = np.asarray(value, np.float32)
+        if a.shape != shape:
+            raise InputError(f"state '{name}' has shape {shape}, got {a.shape}")
+        self._weights[buf.offset:buf.offset + a.nbytes] = np.frombuffer(a.tobytes(), np.uint8)
 
     def profile(self, x: np.ndarray | Mapping[str, np.ndarray], repeats: int = 10,
                 threads: int | None = None) -> list[KernelTiming]:
@@ -183,8 +209,11 @@ def program_signature(program: Any) -> str:
 
 
 def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = "host",
-                  threads: int | None = None) -> CompiledModel:
-    """Lower, plan, generate and JIT-compile ``graph``; modules are cached by (graph hash, target)."""
+                  threads: int | None = None, state: Sequence[str] = ()) -> CompiledModel:
+    """Lower, plan, generate and JIT-compile ``graph``; modules are cached by (graph hash, target).
+
+    ``state``: parameters the program updates in place (training): they stay in the weights blob, are read at run
+    time, and each graph output ``state:<name>`` is written over them at the end of a call."""
     from cnncc.codegen.jit import jit
     from cnncc.codegen.lower import Lowering
     from cnncc.codegen.module import build_module
@@ -195,7 +224,7 @@ def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = 
     check_params(graph, params)
     tgt = Target.named(target)
     t0 = time.perf_counter()
-    lw = Lowering(graph, params, tgt)
+    lw = Lowering(graph, params, tgt, state)
     program = lw.run()
     report = plan_arena(program)
     t1 = time.perf_counter()
@@ -207,4 +236,6 @@ def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = 
     stats = CompileStats(t1 - t0, t2 - t1, cached, report.arena_bytes, report.lower_bound, report.naive_bytes,
                          len(program.weights), report.inplace_merges)
     nthreads = threads if threads is not None else (os.cpu_count() or 1)
-    return CompiledModel(graph, program, _CACHE[key], tgt, nthreads, lw.label_ranges, stats)
+    model = CompiledModel(graph, program, _CACHE[key], tgt, nthreads, lw.label_ranges, stats)
+    model.state_buffers = {name: (buf, tuple(graph.param(name).shape)) for name, buf in lw.state_buffers.items()}
+    return model

@@ -14,12 +14,16 @@ The reference computes the divisor exactly that way: it sums the same windows ov
 Each pad is at most half the kernel, so every divisor is at least 1.
 
 FLOPs: ``kh*kw - 1`` additions and one division per output element; MACs: 0.
+
+VJP: ``dx = avg_pool2d_grad(dy)`` (:mod:`cnncc.ops.avg_pool2d_grad`): each ``dy`` divided by its window's divisor
+(the same :func:`divisors`) and spread over the window's input cells.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,22 +59,40 @@ def _window_sums(x: np.ndarray, padding: tuple[int, int, int, int], a: AvgPool2d
     return windows(xp, a.kernel, a.stride, _NO_DILATION, out_hw).sum(axis=(4, 5))
 
 
-def _reference(arrays: Sequence[np.ndarray], a: AvgPool2dAttrs) -> np.ndarray:
-    x = arrays[0]
+def pooled_size(hw: tuple[int, int], a: AvgPool2dAttrs) -> tuple[int, int]:
+    """The output ``(OH, OW)`` for an input plane of size ``hw`` (the attributes already checked)."""
     t, b, l, r = a.padding
-    out_hw = (output_size(x.shape[2], a.kernel[0], a.stride[0], t, b, 1, a.ceil_mode),
-              output_size(x.shape[3], a.kernel[1], a.stride[1], l, r, 1, a.ceil_mode))
-    counted = np.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    return (output_size(hw[0], a.kernel[0], a.stride[0], t, b, 1, a.ceil_mode),
+            output_size(hw[1], a.kernel[1], a.stride[1], l, r, 1, a.ceil_mode))
+
+
+def divisors(hw: tuple[int, int], a: AvgPool2dAttrs, dtype: np.dtype) -> np.ndarray:
+    """Every window's divisor (module docstring), shape ``(1, 1, OH, OW)``: the window sums of a 0/1 mask of the
+    counted cells. Shared with ``avg_pool2d_grad``, so the backward divides exactly as the forward."""
+    t, b, l, r = a.padding
+    counted = np.ones((1, 1, *hw), dtype=dtype)
     if a.count_include_pad:  # the padding cells count: make them part of the mask, pad nothing more
         counted = np.pad(counted, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=1)
     mask_padding = (0, 0, 0, 0) if a.count_include_pad else a.padding
-    divisor = _window_sums(counted, mask_padding, a, out_hw)
-    return (_window_sums(x, a.padding, a, out_hw) / divisor).astype(x.dtype, copy=False)
+    return _window_sums(counted, mask_padding, a, pooled_size(hw, a))
+
+
+def _reference(arrays: Sequence[np.ndarray], a: AvgPool2dAttrs) -> np.ndarray:
+    x = arrays[0]
+    hw = (x.shape[2], x.shape[3])
+    return (_window_sums(x, a.padding, a, pooled_size(hw, a)) / divisors(hw, a, x.dtype)).astype(x.dtype, copy=False)
 
 
 def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: AvgPool2dAttrs) -> int:
     return outs[0].size * a.kernel[0] * a.kernel[1]
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    from cnncc.ops.avg_pool2d_grad import AvgPool2dGradAttrs
+
+    x = node.inputs[0]
+    return [ctx.emit("avg_pool2d_grad", [grads_out[0]], AvgPool2dGradAttrs(node.attrs, (x.shape[2], x.shape[3])))]
+
+
 OP = register(OpDef(name="avg_pool2d", inputs=("x",), infer=_infer, reference=_reference, attrs=AvgPool2dAttrs,
-                    flops=_flops, doc=__doc__ or ""))
+                    flops=_flops, vjp=_vjp, doc=__doc__ or ""))

@@ -10,7 +10,15 @@ are per channel ``c``, over every other axis (N, and H, W for images).
   **biased** variance ``σ_B² = (1/m) Σ (x_i − μ_B)²``, ``m = N·H·W``, with ``eps`` inside the square root; the
   running operands are not read. The reference returns only ``y``: updating the running statistics belongs to
   the training issue, which uses ``momentum`` in PyTorch's convention ``new = (1 − momentum) · old + momentum
-  · batch`` (PyTorch updates ``running_var`` with the *unbiased* batch variance).
+  · batch`` (PyTorch updates ``running_var`` with the *unbiased* batch variance): that update is the op
+  ``batch_norm_stats`` (:mod:`cnncc.ops.batch_norm_stats`).
+
+VJP. Training: ``(dx, dγ, dβ) = batch_norm_grad(x, γ, dy)`` (:mod:`cnncc.ops.batch_norm_grad`, the statistics'
+dependence on x included); the running operands are not read, so they get no gradient. Inference, an affine map
+per channel with ``s = γ / sqrt(σ² + eps)``, written with batch_norm itself (inference mode, same eps) so that no
+square-root op is needed: ``dx = dy · s = batch_norm(dy, γ, 0, 0, σ²)``, ``x̂ = batch_norm(x, 1, 0, μ, σ²)``,
+``dγ = Σ dy · x̂``, ``dβ = Σ dy``, ``dμ = −Σ dx`` and ``dσ² = −½ Σ dy · x̂ · γ / (σ² + eps)`` (sums over every
+axis but 1, through ``sum_to`` and ``reshape``; each is built only when that operand needs a gradient).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -83,5 +92,48 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: BatchNormAt
     return per_element * outs[0].size
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    from cnncc.ops.batch_norm_grad import BatchNormGradAttrs
+    from cnncc.ops.reshape import ReshapeAttrs
+
+    (dy,) = grads_out
+    a: BatchNormAttrs = node.attrs
+    x, gamma, beta, mean, var = node.inputs
+    if a.training:
+        if not any(ctx.needs_grad(v) for v in (x, gamma, beta)):
+            return [None] * 5
+        dx, dgamma, dbeta = ctx.emit_multi("batch_norm_grad", [ctx.value(x), ctx.value(gamma), dy],
+                                           BatchNormGradAttrs(a.eps))
+        return [dx if ctx.needs_grad(x) else None, dgamma if ctx.needs_grad(gamma) else None,
+                dbeta if ctx.needs_grad(beta) else None, None, None]
+    c = x.shape[1]
+    keep = (1, c) + (1,) * (x.type.rank - 2)
+    infer = BatchNormAttrs(a.eps, a.momentum, False)
+    vx, vg, vm, vv = ctx.value(x), ctx.value(gamma), ctx.value(mean), ctx.value(var)
+    zeros, ones = ctx.zeros_like(vg), ctx.ones_like(vg)
+
+    def channel_sum(t: Any) -> Any:
+        return ctx.emit("reshape", [ctx.sum_to(t, keep)], ReshapeAttrs((c,)))
+
+    def scaled(t: Any) -> Any:  # t * gamma / sqrt(var + eps)
+        return ctx.emit("batch_norm", [t, vg, zeros, zeros, vv], infer)
+
+    grads: list[Any] = [None] * 5
+    dx = scaled(dy) if ctx.needs_grad(x) or ctx.needs_grad(mean) else None
+    grads[0] = dx if ctx.needs_grad(x) else None
+    if ctx.needs_grad(mean):
+        grads[3] = ctx.scale(channel_sum(dx), -1.0)
+    if ctx.needs_grad(gamma) or ctx.needs_grad(var):
+        dy_xhat = ctx.emit("multiply", [dy, ctx.emit("batch_norm", [vx, ones, zeros, vm, vv], infer)])
+        if ctx.needs_grad(gamma):
+            grads[1] = channel_sum(dy_xhat)
+        if ctx.needs_grad(var):  # dy · x̂ · γ / (σ² + eps): scaled by γ/sqrt, then by 1/sqrt
+            over = ctx.emit("batch_norm", [scaled(dy_xhat), ones, zeros, zeros, vv], infer)
+            grads[4] = ctx.scale(channel_sum(over), -0.5)
+    if ctx.needs_grad(beta):
+        grads[2] = channel_sum(dy)
+    return grads
+
+
 OP = register(OpDef(name="batch_norm", inputs=OPERANDS, infer=_infer, reference=_reference,
-                    attrs=BatchNormAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=BatchNormAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))

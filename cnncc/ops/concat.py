@@ -4,12 +4,15 @@ The channel concatenation of Inception modules and DenseNet blocks (implied by s
 written). Variadic: any number >= 1 of operands ``x0, x1, ...`` of one float dtype and one rank, equal in
 every dimension except ``axis``. The result's layout follows :func:`cnncc.ops.operands.common_layout` (rank 4
 is NCHW).
+
+VJP: each operand's gradient is its range of ``dy`` along ``axis``: ``slice(dy, axis, offset, offset + size)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,5 +50,18 @@ def _reference(arrays: Sequence[np.ndarray], a: ConcatAttrs) -> np.ndarray:
     return np.concatenate(list(arrays), axis=a.axis)
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    from cnncc.ops.slice import SliceAttrs
+
+    (dy,) = grads_out
+    axis = node.attrs.axis % dy.type.rank
+    grads, offset = [], 0
+    for v in node.inputs:
+        size = v.shape[axis]
+        grads.append(ctx.emit("slice", [dy], SliceAttrs(axis, offset, offset + size)) if ctx.needs_grad(v) else None)
+        offset += size
+    return grads
+
+
 OP = register(OpDef(name="concat", inputs=("x0", "x1"), variadic=True, infer=_infer, reference=_reference,
-                    attrs=ConcatAttrs, doc=__doc__ or ""))
+                    attrs=ConcatAttrs, vjp=_vjp, doc=__doc__ or ""))

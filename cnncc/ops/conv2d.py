@@ -13,12 +13,16 @@ supported because PyTorch models use it. The zero padding is explicit ``(top, bo
 
 Shapes: x (N, C, H, W), weight (K, C/groups, R, S), optional bias (K,) -> y (N, K, OH, OW), NCHW.
 MACs = N*K*OH*OW*(C/groups)*R*S (seed 001 L2112-2127 counts the parameters ``K_J(K_{J-1} L_J^2 + 1)``).
+
+VJP: ``dx = conv2d_grad_input(dy, w)`` (size = x's (H, W)), ``dw = conv2d_grad_weight(x, dy)`` (size = (R, S)),
+both with the forward's stride, padding, dilation and groups, and ``db = reshape(sum_to(dy, (1, K, 1, 1)), (K,))``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -145,5 +149,32 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: Conv2dAttrs
     return 2 * _macs(ins, outs, a) + (outs[0].size if len(ins) == 3 else 0)
 
 
+def conv_grads(ctx: Any, inputs: Sequence[Any], a: Conv2dAttrs, dy: Any) -> list[Any]:
+    """Gradients of ``conv2d(*inputs)`` (forward values x, weight[, bias]) for the output gradient ``dy`` (a value
+    of the new graph); ``None`` for an input that needs none. Shared with ``fused_conv2d``'s VJP."""
+    from cnncc.ops.conv2d_grad_input import Conv2dGradAttrs
+    from cnncc.ops.reshape import ReshapeAttrs
+
+    x, w = inputs[0], inputs[1]
+
+    def attrs(size: tuple[int, ...]) -> Conv2dGradAttrs:
+        return Conv2dGradAttrs(a.stride, a.padding, a.dilation, a.groups, (int(size[0]), int(size[1])))
+
+    grads = [ctx.emit("conv2d_grad_input", [dy, ctx.value(w)], attrs(x.shape[2:])) if ctx.needs_grad(x) else None,
+             ctx.emit("conv2d_grad_weight", [ctx.value(x), dy], attrs(w.shape[2:])) if ctx.needs_grad(w) else None]
+    if len(inputs) == 3:
+        k = w.shape[0]
+        db = None
+        if ctx.needs_grad(inputs[2]):
+            db = ctx.emit("reshape", [ctx.sum_to(dy, (1, k, 1, 1))], ReshapeAttrs((k,)))
+        grads.append(db)
+    return grads
+
+
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    return conv_grads(ctx, node.inputs, node.attrs, grads_out[0])
+
+
 OP = register(OpDef(name="conv2d", inputs=("x", "weight", "bias"), optional=1, infer=_infer, reference=_reference,
-                    attrs=Conv2dAttrs, macs=_macs, flops=_flops, algorithms=ALGORITHMS, doc=__doc__ or ""))
+                    attrs=Conv2dAttrs, macs=_macs, flops=_flops, algorithms=ALGORITHMS, vjp=_vjp,
+                    doc=__doc__ or ""))

@@ -13,9 +13,9 @@ The log-softmax is the stable one (the row maximum is subtracted first). The res
 be caught by the shape rule: the reference raises :class:`cnncc.errors.InputError` at run time.
 
 VJP, with ``T`` the one-hot rows of the indices or the probability target and ``c = g / N`` (``g`` for SUM):
-``d log_softmax = -c T``, pulled back through log-softmax: ``d logits = -c T + softmax(s) * c Σ_j T_j`` (``c
-(softmax(s) - T)`` when rows of ``T`` sum to 1); a probability target gets ``d target = -c log_softmax(s)``, as
-in PyTorch; class indices get none.
+``d logits = c (softmax(s) Σ_j T_j − T)`` (``c (softmax(s) − T)`` when rows of ``T`` sum to 1), one fused and
+stable op, :mod:`cnncc.ops.cross_entropy_grad`; a probability target gets ``d target = −c log_softmax(s)``, as in
+PyTorch; class indices get none.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType
-from cnncc.ops.log_softmax import LogSoftmaxAttrs, log_softmax_vjp
+from cnncc.ops.log_softmax import LogSoftmaxAttrs
 from cnncc.ops.nll import check_reduction, loss_factor, picked, reduce_loss
 from cnncc.ops.operands import Reduction, dtype_name, require_float, require_rank
 from cnncc.ops.registry import OpDef, Where, register
@@ -75,13 +75,12 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
     (g,) = grads_out
     logits, target = (ctx.value(v) for v in node.inputs)
     indices = not target.dtype.is_float
-    c = loss_factor(ctx, g, node.attrs.reduction, logits.shape[0], -1.0)
-    t = ctx.emit("one_hot", [target, logits]) if indices else target
     d_logits = None
-    if ctx.needs_grad(node.inputs[0]):
-        d_logits = log_softmax_vjp(ctx, logits, ctx.emit("multiply", [t, c]), 1)
+    if ctx.needs_grad(node.inputs[0]):  # one fused, stable row-wise op (cross_entropy_grad)
+        d_logits = ctx.emit("cross_entropy_grad", [logits, ctx.value(node.inputs[1]), g], node.attrs)
     d_target = None
     if not indices and ctx.needs_grad(node.inputs[1]):
+        c = loss_factor(ctx, g, node.attrs.reduction, logits.shape[0], -1.0)
         d_target = ctx.emit("multiply", [ctx.emit("log_softmax", [logits], LogSoftmaxAttrs(1)), c])
     return [d_logits, d_target]
 

@@ -2,7 +2,8 @@
 
 An epilogue is a tuple of steps applied in order to ``conv(x, w) + bias``: ``add`` reads the next extra operand
 (a residual connection), any other step is a unary activation op applied through its own registered reference.
-This module is the one mechanism shared by ``fused_conv2d`` and ``fused_linear``.
+This module is the one mechanism shared by ``fused_conv2d`` and ``fused_linear``, their VJP included
+(:func:`epilogue_vjp`): the fused op's gradient is the gradients of its components, chained.
 """
 
 from __future__ import annotations
@@ -67,3 +68,29 @@ def apply_epilogue(y: np.ndarray, steps: Sequence[EpilogueStep], extras: Sequenc
 def epilogue_flops(steps: Sequence[EpilogueStep], out: TensorType) -> int:
     return sum(1 if s.op == "add" else get_op(s.op).flops([out], [out], s.attrs) // max(out.size, 1)
                for s in steps) * out.size
+
+
+def epilogue_vjp(ctx: Any, z: Any, steps: Sequence[EpilogueStep], residuals: Sequence[Any], dy: Any,
+                 ) -> tuple[Any, list[Any]]:
+    """Back through the epilogue: ``z`` is ``conv(x, w) + bias`` recomputed in the new graph, ``residuals`` the
+    forward's extra operands (forward values), ``dy`` the fused output's gradient. Recomputes each step's input
+    (an activation's derivative reads it) and returns ``(dz, [d residual ...])``: ``add`` passes the gradient
+    through to both sides, an activation multiplies it by its derivative (``activation_grad``)."""
+    from cnncc.ops.activation_grad import ActivationGradAttrs
+
+    step_inputs, k = [], 0
+    for s in steps:
+        step_inputs.append(z)
+        if s.op == "add":
+            z = ctx.emit("add", [z, ctx.value(residuals[k])])
+            k += 1
+        else:
+            z = ctx.emit(s.op, [z], s.attrs)
+    g, d_res = dy, [None] * len(residuals)
+    for s, zin in zip(reversed(steps), reversed(step_inputs), strict=True):
+        if s.op == "add":
+            k -= 1
+            d_res[k] = g if ctx.needs_grad(residuals[k]) else None
+        else:
+            g = ctx.emit("activation_grad", [zin, g], ActivationGradAttrs(s.op, s.attrs))
+    return g, d_res

@@ -3,18 +3,23 @@
 Produced by the fusion passes (conv-BN folding and epilogue fusion, ``cnncc.passes.fusion``), never by the DSL:
 ``y = epilogue(conv2d(x, w) + bias, residuals...)``. Operands: x, weight, bias (always present), then one residual
 per ``add`` step. The backend applies the epilogue to the register accumulators before the store.
+
+VJP: the components' VJPs chained (:func:`cnncc.ops.epilogue.epilogue_vjp` back through the epilogue, recomputing
+``conv2d(x, w, bias)`` and each step's input, then :func:`cnncc.ops.conv2d.conv_grads`); a residual gets the
+gradient flowing into its ``add``. Differentiating before fusion gives the same gradients with fewer nodes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops import conv2d
-from cnncc.ops.epilogue import EpilogueStep, apply_epilogue, check_epilogue, epilogue_flops
+from cnncc.ops.epilogue import EpilogueStep, apply_epilogue, check_epilogue, epilogue_flops, epilogue_vjp
 from cnncc.ops.registry import OpDef, Where, register
 
 
@@ -45,6 +50,13 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: FusedConv2d
     return conv2d.OP.flops(ins[:3], outs, a.conv) + epilogue_flops(a.epilogue, outs[0])
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    a: FusedConv2dAttrs = node.attrs
+    z = ctx.emit("conv2d", [ctx.value(v) for v in node.inputs[:3]], a.conv)
+    dz, d_res = epilogue_vjp(ctx, z, a.epilogue, node.inputs[3:], grads_out[0])
+    return [*conv2d.conv_grads(ctx, node.inputs[:3], a.conv, dz), *d_res]
+
+
 OP = register(OpDef(name="fused_conv2d", inputs=("x", "weight", "bias"), infer=_infer, reference=_reference,
                     attrs=FusedConv2dAttrs, macs=_macs, flops=_flops, algorithms=conv2d.ALGORITHMS, variadic=True,
-                    doc=__doc__ or ""))
+                    vjp=_vjp, doc=__doc__ or ""))

@@ -1,16 +1,21 @@
 """fused_linear: ``epilogue(x Wᵀ + b, residuals...)`` in one op, produced by the fusion passes (see
-``fused_conv2d``). Operands: x, weight, bias (always present), then one residual per ``add`` step."""
+``fused_conv2d``). Operands: x, weight, bias (always present), then one residual per ``add`` step.
+
+VJP: the components' VJPs chained, as ``fused_conv2d``'s: :func:`cnncc.ops.epilogue.epilogue_vjp`, then
+:func:`cnncc.ops.linear.linear_grads`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops import linear
-from cnncc.ops.epilogue import EpilogueStep, apply_epilogue, check_epilogue, epilogue_flops
+from cnncc.ops.epilogue import EpilogueStep, apply_epilogue, check_epilogue, epilogue_flops, epilogue_vjp
 from cnncc.ops.registry import NoAttrs, OpDef, Where, register
 
 
@@ -39,5 +44,11 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: FusedLinear
     return linear.OP.flops(ins[:3], outs, NoAttrs()) + epilogue_flops(a.epilogue, outs[0])
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    z = ctx.emit("linear", [ctx.value(v) for v in node.inputs[:3]])
+    dz, d_res = epilogue_vjp(ctx, z, node.attrs.epilogue, node.inputs[3:], grads_out[0])
+    return [*linear.linear_grads(ctx, node.inputs[:3], dz), *d_res]
+
+
 OP = register(OpDef(name="fused_linear", inputs=("x", "weight", "bias"), infer=_infer, reference=_reference,
-                    attrs=FusedLinearAttrs, macs=_macs, flops=_flops, variadic=True, doc=__doc__ or ""))
+                    attrs=FusedLinearAttrs, macs=_macs, flops=_flops, variadic=True, vjp=_vjp, doc=__doc__ or ""))

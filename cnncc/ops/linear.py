@@ -4,8 +4,8 @@ This is PyTorch's ``nn.Linear`` convention and the seeds' ``y_j = Σ_i W_ji x_i`
 (seed 003 L146-156; seed 002 L12-22; seed 004 L86-90). Keras ``Dense`` stores its kernel as ``(in, out)``: the
 frontend transposes it. Operands: ``x`` ``(N, in)``, ``weight`` ``(out, in)``, optional ``bias`` ``(out,)``.
 
-VJP, as linear and transpose ops: ``dx = dy W = linear(dy, Wᵀ)``, ``dW = dyᵀ x = linear(dyᵀ, xᵀ)``,
-``db = Σ_batch dy = sum_to(dy, (out,))``.
+VJP: ``dx = dy W``, ``dW = dyᵀ x`` as the gradients of a 1x1 convolution (``conv2d_grad_input`` and
+``conv2d_grad_weight`` on (N, features, 1, 1) views), ``db = Σ_batch dy = sum_to(dy, (out,))``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ import numpy as np
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_rank, require_same_float
 from cnncc.ops.registry import NoAttrs, OpDef, Where, register
-from cnncc.ops.transpose import TransposeAttrs
-
-_T = TransposeAttrs((1, 0))
 
 
 def _infer(types: Sequence[TensorType], attrs: NoAttrs, where: Where) -> Sequence[TensorType]:
@@ -57,18 +54,38 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: NoAttrs
     return 2 * _macs(ins, outs, attrs) + bias
 
 
-def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
-    (dy,) = grads_out
-    x, w = node.inputs[0], node.inputs[1]
-    dx = ctx.emit("linear", [dy, ctx.emit("transpose", [ctx.value(w)], _T)]) if ctx.needs_grad(x) else None
-    dw = None
+def linear_grads(ctx: Any, inputs: Sequence[Any], dy: Any) -> list[Any]:
+    """Gradients of ``linear(*inputs)`` (forward values x, weight[, bias]) for the output gradient ``dy`` (a value
+    of the new graph); ``None`` for an input that needs none. Shared with ``fused_linear``'s VJP.
+
+    A linear layer is a 1x1 convolution of (N, in, 1, 1) images, so its gradients are the convolution's:
+    ``dx = conv2d_grad_input(dy, W)`` and ``dW = conv2d_grad_weight(x, dy)`` on reshaped views -- one backward
+    mechanism whose CPU kernels take weights known only at run time (no transposes of the batch axis)."""
+    from cnncc.ops.conv2d_grad_input import Conv2dGradAttrs
+    from cnncc.ops.reshape import ReshapeAttrs
+
+    x, w = inputs[0], inputs[1]
+    n, f = x.shape
+    k = w.shape[0]
+    dy4 = ctx.emit("reshape", [dy], ReshapeAttrs((n, k, 1, 1)))
+    dx = dw = None
+    if ctx.needs_grad(x):
+        w4 = ctx.emit("reshape", [ctx.value(w)], ReshapeAttrs((k, f, 1, 1)))
+        dx4 = ctx.emit("conv2d_grad_input", [dy4, w4], Conv2dGradAttrs(size=(1, 1)))
+        dx = ctx.emit("reshape", [dx4], ReshapeAttrs((n, f)))
     if ctx.needs_grad(w):
-        dw = ctx.emit("linear", [ctx.emit("transpose", [dy], _T), ctx.emit("transpose", [ctx.value(x)], _T)])
+        x4 = ctx.emit("reshape", [ctx.value(x)], ReshapeAttrs((n, f, 1, 1)))
+        dw4 = ctx.emit("conv2d_grad_weight", [x4, dy4], Conv2dGradAttrs(size=(1, 1)))
+        dw = ctx.emit("reshape", [dw4], ReshapeAttrs((k, f)))
     grads = [dx, dw]
-    if len(node.inputs) == 3:
-        bias = node.inputs[2]
+    if len(inputs) == 3:
+        bias = inputs[2]
         grads.append(ctx.sum_to(dy, bias.shape) if ctx.needs_grad(bias) else None)
     return grads
+
+
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    return linear_grads(ctx, node.inputs, grads_out[0])
 
 
 OP = register(OpDef(name="linear", inputs=("x", "weight", "bias"), optional=1, infer=_infer,

@@ -18,12 +18,16 @@ open). PyTorch's CPU kernel makes the same choice (it replaces the running max o
 agree); its index is then the first NaN of the window.
 
 FLOPs: ``kh*kw - 1`` comparisons per output element; MACs: 0.
+
+VJP: ``dx = max_pool2d_grad(x, dy)`` with the same attributes: each output gradient goes to its window's first
+maximum (the tie rule above), summed where overlapping windows share an argmax.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -82,5 +86,9 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: MaxPool2dAt
     return outs[0].size * (a.kernel[0] * a.kernel[1] - 1)
 
 
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    return [ctx.emit("max_pool2d_grad", [ctx.value(node.inputs[0]), grads_out[0]], node.attrs)]
+
+
 OP = register(OpDef(name="max_pool2d", inputs=("x",), infer=_infer, reference=_reference, attrs=MaxPool2dAttrs,
-                    flops=_flops, doc=__doc__ or ""))
+                    flops=_flops, vjp=_vjp, doc=__doc__ or ""))

@@ -3,11 +3,16 @@ L485-499).
 
 Operands: ``x`` of rank >= 1 and ``alpha`` of shape ``(1,)`` (one slope shared by every channel) or ``(C,)``
 with ``C = x.shape[1]`` (one slope per channel, broadcast over axis 1), as in ``torch.nn.functional.prelu``.
+
+VJP, as PyTorch (the derivative at 0 is the slope: ``x > 0`` selects the identity branch): with ``m = (x > 0)``,
+``p = dy · m = activation_grad(relu)(x, dy)`` and ``q = dy − p``, ``dx = p + α q`` and ``dα = Σ x q`` summed over
+every axis but the channel axis (over every axis for a shared slope).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,5 +46,26 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: NoAttrs
     return 2 * outs[0].size
 
 
-OP = register(OpDef(name="prelu", inputs=("x", "alpha"), infer=_infer, reference=_reference, flops=_flops,
+def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
+    from cnncc.ops.activation_grad import ActivationGradAttrs
+    from cnncc.ops.reshape import ReshapeAttrs
+
+    (dy,) = grads_out
+    x, alpha = node.inputs
+    vx, va = ctx.value(x), ctx.value(alpha)
+    p = ctx.emit("activation_grad", [vx, dy], ActivationGradAttrs("relu"))
+    q = ctx.sub(dy, p)
+    per_channel = alpha.shape != (1,)
+    keep = (1, x.shape[1]) + (1,) * (x.type.rank - 2) if per_channel else alpha.shape
+    dx = da = None
+    if ctx.needs_grad(x):
+        a_b = ctx.emit("reshape", [va], ReshapeAttrs(keep)) if keep != alpha.shape else va
+        dx = ctx.emit("add", [p, ctx.emit("multiply", [q, a_b])])
+    if ctx.needs_grad(alpha):
+        s = ctx.sum_to(ctx.emit("multiply", [vx, q]), keep)
+        da = ctx.emit("reshape", [s], ReshapeAttrs(alpha.shape)) if keep != alpha.shape else s
+    return [dx, da]
+
+
+OP = register(OpDef(name="prelu", inputs=("x", "alpha"), infer=_infer, reference=_reference, flops=_flops, vjp=_vjp,
                     doc=__doc__ or ""))

@@ -16,6 +16,11 @@ op's result does not depend on). It builds the gradients only with graph ops, th
 attrs)``, so the backward graph is run by the interpreter and lowered by the backends like the forward one. A
 VJP lives in its op's module and is attached as ``OpDef(vjp=...)``; an op whose ``vjp`` is ``None`` makes
 :func:`~cnncc.autodiff.grad` fail with "op 'X' has no VJP yet (layer 'L')" when a gradient must flow through it.
+
+Every forward op has a VJP. The ops that exist only in backward or training graphs have none, on purpose: the
+backward ops (``activation_grad``, ``conv2d_grad_input``, ``conv2d_grad_weight``, ``max_pool2d_grad``,
+``avg_pool2d_grad``, ``batch_norm_grad``) would need second derivatives, which are out of scope, and the running
+statistics (``batch_norm_stats``) and optimiser updates (``*_update``) are never on a gradient path.
 """
 
 from __future__ import annotations

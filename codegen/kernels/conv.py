@@ -121,9 +121,10 @@ def direct_schedule(width: int, k_blocks: int, out_w: int, taps: int, impl: Conv
 
 
 def pack_weights(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: int, in_cb: int) -> np.ndarray:
-    """(K, Cg, R, S) -> (K/(W*ocb), in_blocks, R, S, in_cb, ocb, W), zero-padded."""
+    """(K, Cg, R, S) -> (K/(W*ocb), in_blocks, R, S, in_cb, ocb, W), zero-padded (float64 stays float64, so
+    :meth:`Lowering.packed` can run it on indices)."""
     k, cg, r, s = w.shape
-    full = np.zeros((k_blocks * width, in_blocks * in_cb, r, s), np.float32)
+    full = np.zeros((k_blocks * width, in_blocks * in_cb, r, s), np.result_type(w.dtype, np.float32))
     full[:k, :cg] = w
     t = full.reshape(k_blocks // ocb, ocb, width, in_blocks, in_cb, r, s)
     return np.ascontiguousarray(t.transpose(0, 3, 5, 6, 4, 1, 2))
@@ -132,9 +133,11 @@ def pack_weights(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: 
 def bias_buffer(lw: Lowering, node: Node, k: int) -> Buffer | None:
     if len(node.inputs) < 3:
         return None
-    b = np.zeros(padded_channels(k, lw.width), np.float32)
-    b[:k] = lw.param(node.inputs[2], node.layer)
-    return lw.weights(b, f"{node.layer}.bias")
+
+    def pad(bias: np.ndarray) -> np.ndarray:
+        return np.concatenate([bias, np.zeros(padded_channels(k, lw.width) - k, bias.dtype)])
+
+    return lw.packed(node.inputs[2], pad, f"{node.layer}.bias", node.layer)
 
 
 def split_epilogue(node: Node) -> tuple[tuple[Act, ...], Value | None, tuple[Act, ...]]:
@@ -160,27 +163,27 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
     a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
     pre, residual, post = split_epilogue(node)
     x, wv = node.inputs[0], node.inputs[1]
-    w = lw.param(wv, node.layer)
-    k, cg, r, s = w.shape
+    k, cg, r, s = wv.shape
     c = x.shape[1]
     if a.groups > 1 and cg == 1 and k == c:
         if residual is not None or post:
             raise Unsupported(f"layer '{node.layer}': residual adds are not fused into depthwise convolutions")
         from cnncc.codegen.kernels.depthwise import lower_depthwise
 
-        return lower_depthwise(lw, node, w, a, pre)
+        return lower_depthwise(lw, node, a, pre)
     impl = impl_of(node)
     if impl.algorithm != "direct" and why_not(impl.algorithm, ConvShape.of(node)) is None:
         if impl.algorithm == "im2col":
             from cnncc.codegen.kernels.im2col import lower_im2col
 
-            return lower_im2col(lw, node, w, pre, residual, post)
-        from cnncc.codegen.kernels.transform_conv import lower_transform_conv
+            return lower_im2col(lw, node, pre, residual, post)
+        if lw.is_constant(wv):  # the transforms of the filters are computed at compile time
+            from cnncc.codegen.kernels.transform_conv import lower_transform_conv
 
-        return lower_transform_conv(lw, node, impl.algorithm, w, pre, residual, post)
+            return lower_transform_conv(lw, node, impl.algorithm, lw.param(wv, node.layer), pre, residual, post)
     width = lw.width
-    if a.groups > 1 and (cg % width or (k // a.groups) % width):
-        w = _dense_from_groups(w, a.groups, c)  # block-diagonal: correct for any grouping, g times the work
+    dense = a.groups > 1 and bool(cg % width or (k // a.groups) % width)
+    if dense:  # block-diagonal: correct for any grouping, g times the work
         groups, cg = 1, c
     else:
         groups = a.groups
@@ -190,16 +193,20 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
     in_cb = 1 if plain_in else width
     in_blocks = cg if plain_in else padded_channels(cg, width) // width
     k_blocks = padded_channels(k, width) // width
-    weights_dominate = w.size > x.type.size + node.outputs[0].type.size
+    weights_dominate = k * cg * r * s > x.type.size + node.outputs[0].type.size
     sched = direct_schedule(width, k_blocks if groups == 1 else k // groups // width, ow, r * s, impl, weights_dominate)
     out = lw.new_blocked((n, k, oh, ow), node.layer)
-    packed = pack_weights(w, k_blocks, sched.ocb, width, in_blocks, in_cb)
+
+    def pack(w: np.ndarray) -> np.ndarray:
+        w = _dense_from_groups(w, a.groups, c) if dense else w
+        return pack_weights(w, k_blocks, sched.ocb, width, in_blocks, in_cb)
+
     t, _, l, _ = a.padding
     xa, ya = src.addr, out.addr
     res = lw.blocked(residual, node.layer) if residual is not None else None
     params = ConvParams(
-        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=bias_buffer(lw, node, k), y=out.buffer,
-        pre=pre, post=post, res=res.buffer if res else None,
+        x=src.buffer, w=lw.packed(wv, pack, f"{node.layer}.weight", node.layer), bias=bias_buffer(lw, node, k),
+        y=out.buffer, pre=pre, post=post, res=res.buffer if res else None,
         res_strides=(res.addr.base, res.addr.img, res.addr.cblk, res.addr.row, res.addr.col) if res else (0,) * 5,
         x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.ci if plain_in else xa.cblk,
         x_row=xa.row, x_col=xa.col, in_cb=in_cb, in_blocks=in_blocks,
@@ -228,8 +235,7 @@ def lower_linear(lw: Lowering, node: Node) -> None:
     if residual is not None or post:
         raise Unsupported(f"layer '{node.layer}': residual adds are not fused into linear layers")
     x = node.inputs[0]
-    w = lw.param(node.inputs[1], node.layer)
-    k, f = w.shape
+    k, f = node.inputs[1].shape
     width = lw.width
     src = lw.plain(x, node.layer)
     out = lw.new_plain((x.shape[0], k, 1, 1), node.layer)
@@ -237,9 +243,10 @@ def lower_linear(lw: Lowering, node: Node) -> None:
     ocb = next(o for o in (4, 3, 2, 1) if k_blocks % o == 0)
     ur = 4 if width >= 16 else 2
     sched = ConvSchedule(ur_w=ur, ocb=ocb, unroll=16)
-    packed = pack_weights(w.reshape(k, f, 1, 1), k_blocks, ocb, width, 1, f)
+    wbuf = lw.packed(node.inputs[1], lambda w: pack_weights(w.reshape(k, f, 1, 1), k_blocks, ocb, width, 1, f),
+                     f"{node.layer}.weight", node.layer)
     params = ConvParams(
-        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=bias_buffer(lw, node, k), y=out.buffer,
+        x=src.buffer, w=wbuf, bias=bias_buffer(lw, node, k), y=out.buffer,
         x_origin=0, x_img=0, x_cblk=0, x_row=0, x_col=f, in_cb=f, in_blocks=1, grp_in_blocks=0,
         blocks_per_group=k_blocks, y_base=0, y_img=0, y_kblk=width, y_row=0, y_col=k, out_h=1, out_w=0,
         k_blocks=k_blocks, k_tail=k % width, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched, pre=pre)

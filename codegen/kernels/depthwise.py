@@ -48,21 +48,24 @@ class DepthwiseParams:
     pre: tuple[Act, ...] = ()
 
 
-def lower_depthwise(lw: Lowering, node: Node, w: np.ndarray, a: object, pre: tuple[Act, ...]) -> None:
+def lower_depthwise(lw: Lowering, node: Node, a: object, pre: tuple[Act, ...]) -> None:
     x = node.inputs[0]
-    k, _, r, s = w.shape
+    k, _, r, s = node.inputs[1].shape
     n, _, oh, ow = node.outputs[0].shape
     width = lw.width
     src: Placed = lw.blocked(x, node.layer, a.padding)
     out = lw.new_blocked((n, k, oh, ow), node.layer)
     cb = padded_channels(k, width) // width
-    packed = np.zeros((cb * width, r, s), np.float32)
-    packed[:k] = w[:, 0]
-    packed = np.ascontiguousarray(packed.reshape(cb, width, r, s).transpose(0, 2, 3, 1))
+
+    def pack(w: np.ndarray) -> np.ndarray:
+        packed = np.zeros((cb * width, r, s), np.result_type(w.dtype, np.float32))
+        packed[:k] = w[:, 0]
+        return np.ascontiguousarray(packed.reshape(cb, width, r, s).transpose(0, 2, 3, 1))
     t, _, l, _ = a.padding
     xa, ya = src.addr, out.addr
     params = DepthwiseParams(
-        x=src.buffer, w=lw.weights(packed, f"{node.layer}.weight"), bias=bias_buffer(lw, node, k), y=out.buffer,
+        x=src.buffer, w=lw.packed(node.inputs[1], pack, f"{node.layer}.weight", node.layer),
+        bias=bias_buffer(lw, node, k), y=out.buffer,
         x_origin=xa.base - t * xa.row - l * xa.col, x_img=xa.img, x_cblk=xa.cblk, x_row=xa.row, x_col=xa.col,
         y_img=ya.img, y_cblk=ya.cblk, y_row=ya.row, y_col=ya.col, c_blocks=cb, out_h=oh, out_w=ow, r=r, s=s,
         sh=a.stride[0], sw=a.stride[1], dh=a.dilation[0], dw=a.dilation[1], ur_w=min(8, ow), pre=pre)

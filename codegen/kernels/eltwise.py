@@ -1,5 +1,6 @@
 """Elementwise kernels: activations, inference batch norm as a per-channel affine map, add and multiply with
-broadcasting, PReLU; and the ops that only change how memory is seen (flatten, reshape, transpose, inference dropout).
+broadcasting, PReLU; and the ops that only change how memory is seen (flatten, reshape, transpose; inference
+dropout is a view too, in dropout.py).
 
 Every kernel walks (image, channel block or row, pixel) with vectors of W lanes; a broadcast operand is the same walk
 with zero strides on its broadcast axes.
@@ -107,8 +108,13 @@ def _channel_vector(lw: Lowering, values: np.ndarray, name: str) -> Buffer:
 @lowering("batch_norm")
 def lower_batch_norm(lw: Lowering, node: Node) -> None:
     if node.attrs.training:
-        raise Unsupported(f"layer '{node.layer}': batch_norm in training mode is not compiled for the CPU yet "
-                          "(the training issue adds it); compile the inference graph")
+        from cnncc.codegen.kernels.batchnorm import lower_batch_norm_training
+
+        return lower_batch_norm_training(lw, node)
+    if not all(lw.is_constant(v) for v in node.inputs[1:]):  # training state or computed statistics
+        from cnncc.codegen.kernels.batchnorm import lower_batch_norm_running
+
+        return lower_batch_norm_running(lw, node)
     x, gamma, beta, mean, var = (node.inputs[0], *(lw.param(v, node.layer) for v in node.inputs[1:]))
     scale = gamma / np.sqrt(var + node.attrs.eps)
     shift = beta - mean * scale
@@ -234,19 +240,37 @@ def emit_eltwise(em: Emitter, env: KernelEnv, p: EltwiseParams) -> None:
 @lowering("flatten", "reshape")
 def lower_reshape(lw: Lowering, node: Node) -> None:
     before, after = node.inputs[0].shape, node.outputs[0].shape
+    x = node.inputs[0]
+    src = lw.tensor(x, node.layer) if x.kind is ValueKind.PARAM else lw.get(x, node.layer)
+    if not src.batched:  # not per image (a loss, a parameter or its gradient): one image of all its floats, any shape
+        lw.placed[node.outputs[0]] = lw.plain(x, node.layer) if x.kind is not ValueKind.PARAM else src
+        return
     if not before or not after or before[0] != after[0]:
         raise Unsupported(f"layer '{node.layer}': {node.op} from {before} to {after} changes the batch axis; the CPU "
                           "backend runs any batch up to the compiled one, so the batch axis must stay first and whole")
-    src = lw.plain(node.inputs[0], node.layer)
-    lw.placed[node.outputs[0]] = src.with_dims(dims4(node.outputs[0].shape))
+    lw.placed[node.outputs[0]] = lw.plain(x, node.layer).with_dims(dims4(after))
 
 
-@lowering("dropout")
-def lower_dropout(lw: Lowering, node: Node) -> None:
-    if node.attrs.training:
-        raise Unsupported(f"layer '{node.layer}': dropout in training mode is not compiled for the CPU yet (the "
-                          "training issue adds its counter-based mask); compile the inference graph")
-    lw.placed[node.outputs[0]] = lw.get(node.inputs[0], node.layer)
+@lowering("slice")
+def lower_slice(lw: Lowering, node: Node) -> None:
+    """A view: the plain tensor's addressing with its base moved to ``start`` along the axis (the consumer copies
+    it into the layout it needs, as for transpose)."""
+    x = node.inputs[0]
+    a = node.attrs
+    rank = len(x.shape)
+    axis = a.axis % rank
+    if axis == 0 or rank > 4:
+        raise Unsupported(f"layer '{node.layer}': slice along axis {a.axis} of a rank-{rank} value is not compiled "
+                          "for the CPU (axes 1-3 of ranks 2-4 are: the batch axis stays whole)")
+    src = lw.plain(x, node.layer)
+    if not src.batched:
+        raise Unsupported(f"layer '{node.layer}': slice of a value that is not per image is not compiled for the CPU")
+    ad = src.addr
+    stride = (ad.img, ad.ci, ad.row, ad.col)[axis]
+    dims = dims4(node.outputs[0].shape)
+    addr = Addr(img=ad.img, cb=max(dims[1], 1), cblk=0, ci=ad.ci, row=ad.row, col=ad.col,
+                base=ad.base + a.start * stride)
+    lw.placed[node.outputs[0]] = Placed(src.buffer, dims, addr, False)
 
 
 @lowering("transpose")

@@ -1,6 +1,9 @@
 """The backward-graph helper ops of reverse-mode autodiff: activation_grad (the elementwise kernel with an
 activation's derivative), fill_like (a constant fill), sum_to (undoing broadcasting by a sum) and one_hot.
 
+sum_to of a rank-4 value over (N, H, W) -- a bias gradient -- runs batchnorm.py's per-channel float64 sums on the
+blocked value (parallel over channel blocks); every other sum_to the serial float64 loop below.
+
 Values that are not per image (a loss, a sum over the batch axis) are placed as one plain image of all their floats,
 ``(1, size, 1, 1)`` with ``batched=False``, as the losses place theirs; their kernels run once whatever the batch.
 """
@@ -18,7 +21,7 @@ from cnncc.codegen.kernels.eltwise import _broadcast_operand, _emit, _src
 from cnncc.codegen.layout import Placed, dims4, plain_addr
 from cnncc.codegen.lower import Lowering, Unsupported, lowering
 from cnncc.codegen.module import KernelEnv, kernel
-from cnncc.ir import Node
+from cnncc.ir import Node, ValueKind
 from cnncc.ops.sum_to import summed_axes
 from cnncc.program import Buffer
 
@@ -127,6 +130,12 @@ def lower_sum_to(lw: Lowering, node: Node) -> None:
         raise Unsupported(f"layer '{node.layer}': sum_to of a rank-{len(shape)} value is not compiled for the CPU "
                           "(ranks 0-4 are)")
     axes, _ = summed_axes(shape, target)
+    if len(shape) == 4 and set(axes) == {0, 2, 3} and x.kind is not ValueKind.PARAM and \
+            lw.get(x, node.layer).batched:  # a bias gradient
+        from cnncc.codegen.kernels.batchnorm import channel_sum
+
+        lw.placed[node.outputs[0]] = channel_sum(lw, node)
+        return
     src = lw.plain(x, node.layer)
     batched = src.batched
     if not batched and math.prod(shape) != src.addr.img:

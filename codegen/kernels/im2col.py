@@ -56,23 +56,17 @@ def patch_rows(c: int, r: int, s: int, width: int) -> int:
     return r * s * padded_channels(c, width) if c >= width else padded_channels(c * r * s, width)
 
 
-def lower_im2col(lw: Lowering, node: Node, w: np.ndarray, pre: tuple[Act, ...], residual: Value | None,
+def lower_im2col(lw: Lowering, node: Node, pre: tuple[Act, ...], residual: Value | None,
                  post: tuple[Act, ...]) -> None:
     a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
     x = node.inputs[0]
-    k, c, r, s = w.shape
+    k, c, r, s = node.inputs[1].shape
     n, _, oh, ow = node.outputs[0].shape
     width = lw.width
     vector = c >= width
     src = lw.blocked(x, node.layer, a.padding) if vector else lw.plain(x, node.layer, a.padding)
     cb = padded_channels(c, width) // width
     rows = patch_rows(c, r, s, width)
-    if vector:
-        wcols = np.zeros((k, r, s, cb * width))
-        wcols[..., :c] = w.transpose(0, 2, 3, 1)
-    else:
-        wcols = np.zeros((k, rows))
-        wcols[:, :c * r * s] = w.reshape(k, -1)
     col_blocks = rows // width
     col = lw.arena(col_blocks * oh * ow * width, f"{node.layer}.patches")
     xa = src.addr
@@ -84,11 +78,19 @@ def lower_im2col(lw: Lowering, node: Node, w: np.ndarray, pre: tuple[Act, ...], 
         (src.buffer,), (col,), node.layer, parallel=True)
     k_blocks = padded_channels(k, width) // width
     sched = choose_schedule(width, k_blocks, ow, 1)
-    packed = pack_weights(wcols.reshape(k, rows, 1, 1), k_blocks, sched.ocb, width, col_blocks, width)
+
+    def pack(w: np.ndarray) -> np.ndarray:
+        if vector:
+            wcols = np.zeros((k, r, s, cb * width), w.dtype)
+            wcols[..., :c] = w.transpose(0, 2, 3, 1)
+        else:
+            wcols = np.zeros((k, rows), w.dtype)
+            wcols[:, :c * r * s] = w.reshape(k, -1)
+        return pack_weights(wcols.reshape(k, rows, 1, 1), k_blocks, sched.ocb, width, col_blocks, width)
     out = lw.new_blocked((n, k, oh, ow), node.layer)
     res = lw.blocked(residual, node.layer) if residual is not None else None
     ya = out.addr
-    wbuf = lw.weights(packed, f"{node.layer}.weight.im2col")
+    wbuf = lw.packed(node.inputs[1], pack, f"{node.layer}.weight.im2col", node.layer)
     params = ConvParams(
         x=col, w=wbuf, bias=bias_buffer(lw, node, k), y=out.buffer, pre=pre, post=post,
         res=res.buffer if res else None,

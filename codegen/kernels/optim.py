@@ -38,6 +38,7 @@ class UpdateParams:
     lr: Buffer
     step: Buffer | None
     floats: int
+    batched: bool = True  # False: parameters and their gradients (one image of all their floats)
 
 
 def _scalar(lw: Lowering, v: Value, layer: str) -> Buffer:
@@ -48,13 +49,11 @@ def _scalar(lw: Lowering, v: Value, layer: str) -> Buffer:
 
 def _tensor(lw: Lowering, v: Value, layer: str, op: str) -> Placed:
     if v.kind is ValueKind.PARAM:
-        raise Unsupported(f"layer '{layer}': {op} on parameter '{v.name}' is not compiled for the CPU yet (the "
-                          "weights blob is read-only); pass the parameter, gradient and state as graph inputs or "
-                          "computed values")
-    p = lw.plain(v, layer)
-    if not p.batched:
-        raise Unsupported(f"layer '{layer}': {op} on a value that is not per image ('{v.name}') is not compiled yet")
-    return p
+        if lw.is_constant(v):
+            raise Unsupported(f"layer '{layer}': {op} on parameter '{v.name}', a compile-time constant; compile it "
+                              "as training state (cnncc.compile_training) so the update has somewhere to go")
+        return lw.tensor(v, layer)
+    return lw.plain(v, layer)
 
 
 @lowering(*UPDATE_OPS)
@@ -66,10 +65,15 @@ def lower_update(lw: Lowering, node: Node) -> None:
     tensors = [_tensor(lw, v, node.layer, node.op) for v in (*node.inputs[:2], *node.inputs[k:])]
     lr = _scalar(lw, node.inputs[2], node.layer)
     step = _scalar(lw, node.inputs[3], node.layer) if len(scalars) > 1 else None
+    batched = tensors[0].batched
+    if any(t.batched != batched or t.addr.img != tensors[0].addr.img for t in tensors):
+        raise Unsupported(f"layer '{node.layer}': {node.op} operands mix per-image values and parameters")
     dims = dims4(node.outputs[0].shape)
-    outs = [lw.new_plain(dims, node.layer) for _ in node.outputs]
+    outs = [lw.new_plain(dims, node.layer) if batched else
+            Placed(lw.arena(t.addr.img, node.layer, per_image=False), t.dims, t.addr, False, batched=False)
+            for t in tensors[:1] + tensors[2:]]
     p = UpdateParams(node.op, node.attrs, tuple(t.buffer for t in tensors), tuple(o.buffer for o in outs), lr, step,
-                     tensors[0].addr.img)
+                     tensors[0].addr.img, batched)
     reads = (*p.ins, lr, *((step,) if step is not None else ()))
     lw.call("optim_update", p, reads, p.outs, node.layer, parallel=node.inputs[0].type.size > 100_000)
     for v, o in zip(node.outputs, outs, strict=True):
@@ -125,7 +129,7 @@ def emit_update(em: Emitter, env: KernelEnv, p: UpdateParams) -> None:
         t = em.load(env.ptr(p.step), 0)
         bc = (b.fsub(f32(1.0), em.vcall("pow", f32(p.attrs.beta1), t)),
               b.fsub(f32(1.0), em.vcall("pow", f32(p.attrs.beta2), t)))
-    total = b.mul(env.batch, i64(p.floats))
+    total = b.mul(env.batch, i64(p.floats)) if p.batched else i64(p.floats)
     items = b.udiv(b.add(total, i64(CHUNK - 1)), i64(CHUNK))
     lo, hi = em.thread_range(items)
 

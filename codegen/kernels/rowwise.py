@@ -146,3 +146,75 @@ def emit_loss(em: Emitter, env: KernelEnv, p: LossParams) -> None:
             count = b.fmul(count, f32(float(c)))
         total = b.fdiv(total, count)
     em.store(total, y, 0)
+
+
+@dataclass(frozen=True, eq=False)
+class CrossEntropyGradParams:
+    """``dx[n, k] = c (softmax(x[n])_k Σ_j t[n, j] − t[n, k])``, ``c = g / batch`` (mean) or ``g``."""
+
+    x: Buffer
+    t: Buffer
+    g: Buffer
+    y: Buffer
+    classes: int
+    index: bool  # int64 class indices (one-hot rows) or float probability rows
+    mean: bool
+
+
+@lowering("cross_entropy_grad")
+def lower_cross_entropy_grad(lw: Lowering, node: Node) -> None:
+    x, t, g = node.inputs
+    src = lw.plain(x, node.layer)
+    index = t.dtype is DType.INT64
+    if index:
+        tgt = lw.get(t, node.layer).buffer
+        if tgt.space.value != "input":
+            raise Unsupported(f"layer '{node.layer}': integer targets must be a graph input")
+        lw.label_ranges[t.name] = x.shape[1]
+    else:
+        tgt = lw.plain(t, node.layer).buffer
+    gb = (lw.tensor(g, node.layer) if lw.is_constant(g) else lw.plain(g, node.layer)).buffer
+    out = lw.new_plain(dims4(x.shape), node.layer)
+    p = CrossEntropyGradParams(src.buffer, tgt, gb, out.buffer, x.shape[1], index,
+                               node.attrs.reduction.value == "mean")
+    lw.call("cross_entropy_grad", p, (src.buffer, tgt, gb), (out.buffer,), node.layer, parallel=False)
+    lw.placed[node.outputs[0]] = out
+
+
+@kernel("cross_entropy_grad")
+def emit_cross_entropy_grad(em: Emitter, env: KernelEnv, p: CrossEntropyGradParams) -> None:
+    b = em.b
+    x, t, g, y = env.ptr(p.x), env.ptr(p.t), env.ptr(p.g), env.ptr(p.y)
+    c = p.classes
+    scale = em.load(g, 0)
+    if p.mean:
+        scale = b.fdiv(scale, b.sitofp(env.batch, F32))
+
+    def row(n: ir.Value) -> None:
+        base = b.mul(n, i64(c))
+
+        def at(k: ir.Value) -> ir.Value:
+            return b.add(base, k)
+
+        m = em.loop(0, c, lambda k, a: [em.vmax(em.load(x, at(k)), a[0])], [f32(float("-inf"))], name="max")[0]
+        s = em.loop(0, c, lambda k, a: [b.fadd(a[0], em.vcall("exp", b.fsub(em.load(x, at(k)), m)))], [f32(0.0)],
+                    name="sum")[0]
+        inv = b.fdiv(f32(1.0), s)
+        if p.index:
+            label = em.load(t, n, I64)
+            tsum = f32(1.0)
+        else:
+            label = None
+            tsum = em.loop(0, c, lambda k, a: [b.fadd(a[0], em.load(t, at(k)))], [f32(0.0)], name="tsum")[0]
+
+        def out(k: ir.Value) -> None:
+            prob = b.fmul(em.vcall("exp", b.fsub(em.load(x, at(k)), m)), inv)
+            if label is not None:
+                tk = b.select(b.icmp_signed("==", k, label), f32(1.0), f32(0.0))
+            else:
+                tk = em.load(t, at(k))
+            em.store(b.fmul(scale, b.fsub(b.fmul(prob, tsum), tk)), y, at(k))
+
+        em.each(0, c, out, name="out")
+
+    em.each(0, env.batch, row, name="row")
