@@ -35,10 +35,10 @@ def interpret(graph: Graph, inputs: dict, params: dict | None = None, dtype: str
 
 
 def compile_training(model, loss: str = "cross_entropy", optimizer=None, batch: int = 32,  # noqa: ANN001, ANN201
-                     threads: int | None = None, cpu: str = "host", recompute: bool = False):
+                     threads: int | None = None, cpu: str = "host", recompute: bool = False, algorithms=None):
     """Compile ``model``'s training step (forward in training mode, ``loss``, backward, ``optimizer`` update) to one
     native entry point; returns a :class:`cnncc.training.Trainer` with ``step(x, y) -> loss``, ``evaluate``,
     ``predict`` and ``export`` (see :func:`cnncc.training.compile_training`)."""
     from cnncc.training import compile_training as build
 
-    return build(model, loss, optimizer, batch, threads, cpu, recompute)
+    return build(model, loss, optimizer, batch, threads, cpu, recompute, algorithms)

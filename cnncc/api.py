@@ -74,8 +74,9 @@ def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: 
 
 
 def conv_selection(cpu: str = "host", threads: int = 1, algorithms: str | Sequence[str] | None = None,
-                   max_error: float | None = None, tuning_db: Any = None) -> Any:
-    """The ``select-algorithms`` pass with the CPU backend's chooser."""
+                   max_error: float | None = None, tuning_db: Any = None, runtime_weights: bool = False) -> Any:
+    """The ``select-algorithms`` pass with the CPU backend's chooser (``runtime_weights``: a training step, whose
+    weights are packed or transformed in every call)."""
     from cnncc.codegen.select import DEFAULT_ALGORITHMS, DEFAULT_MAX_ERROR, CpuConvChooser
     from cnncc.codegen.target import Target
     from cnncc.passes.algorithms import SelectConvAlgorithms
@@ -85,5 +86,5 @@ def conv_selection(cpu: str = "host", threads: int = 1, algorithms: str | Sequen
         (algorithms,) if isinstance(algorithms, str) else tuple(algorithms))
     db = tuning_db if isinstance(tuning_db, TuningDB) else TuningDB(tuning_db)
     chooser = CpuConvChooser(Target.named(cpu), DEFAULT_MAX_ERROR if max_error is None else max_error, algos, db,
-                             threads)
+                             threads, runtime_weights=runtime_weights)
     return SelectConvAlgorithms(chooser)

@@ -36,6 +36,9 @@ from cnncc.ir import DType, Graph, GraphBuilder, Node, Value, ValueKind
 from cnncc.optim import SGD, Optimizer
 
 LOSSES = ("cross_entropy", "nll", "mse")
+# Forward-convolution algorithms a training step may use: their weights change every step, so the filters must be
+# transformed at run time, which the CPU backend does for Winograd (FFT's complex transform is compile-time only).
+TRAINING_ALGORITHMS = ("direct", "im2col", "winograd2", "winograd4", "winograd6")
 # Forward ops cheap enough to run twice: recomputing them in the backward pass saves their outputs' memory.
 RECOMPUTABLE = ("relu", "relu6", "leaky_relu", "elu", "hardtanh", "sigmoid", "tanh", "softplus", "max_pool2d",
                 "avg_pool2d", "batch_norm", "flatten", "reshape", "dropout")
@@ -270,7 +273,9 @@ class Trainer:
     inference compiler; :meth:`weights` / :meth:`export` give them back in the DSL's format."""
 
     def __init__(self, model: Any, batch: int, loss: str = "cross_entropy", optimizer: Optimizer | None = None,
-                 threads: int | None = None, cpu: str = "host", recompute: bool | Sequence[str] = False) -> None:
+                 threads: int | None = None, cpu: str = "host", recompute: bool | Sequence[str] = False,
+                 algorithms: str | Sequence[str] | None = None) -> None:
+        from cnncc.api import conv_selection, optimize
         from cnncc.runtime.compiled import compile_graph
 
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
@@ -283,7 +288,11 @@ class Trainer:
         params = dict(model.params)
         for name, shape in self.train.slots.items():
             params[name] = np.zeros(shape, np.float32)
-        self.compiled = compile_graph(self.train.graph, params, cpu, threads, state=self.train.state)
+        algos = TRAINING_ALGORITHMS if algorithms is None else algorithms
+        select = conv_selection(cpu, threads or 1, algos, runtime_weights=True)
+        graph, params, ctx = optimize(self.train.graph, params, [select])
+        self.choices = ctx.choices  # forward convolutions: algorithm chosen per layer (and why)
+        self.compiled = compile_graph(graph, params, cpu, threads, state=self.train.state)
         self.lr = float(self.optimizer.lr)
         self.steps = 0
         self.seed_base = 0  # training dropout's run-time seed at step k is seed_base + k (the ``seed`` input)
@@ -376,12 +385,14 @@ def batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray
 
 
 def compile_training(model: Any, loss: str = "cross_entropy", optimizer: Optimizer | None = None, batch: int = 32,
-                     threads: int | None = None, cpu: str = "host",
-                     recompute: bool | Sequence[str] = False) -> Trainer:
+                     threads: int | None = None, cpu: str = "host", recompute: bool | Sequence[str] = False,
+                     algorithms: str | Sequence[str] | None = None) -> Trainer:
     """Compile ``model``'s training step: forward (training mode), ``loss``, backward and ``optimizer`` update as one
-    native entry point. Returns a :class:`Trainer`."""
-    return Trainer(model, batch, loss, optimizer, threads, cpu, recompute)
+    native entry point. Returns a :class:`Trainer`. ``algorithms``: the forward convolutions' candidates (default
+    :data:`TRAINING_ALGORITHMS`, chosen per layer by the cost model as in ``cnncc.compile``; ``"direct"`` for
+    direct convolution only)."""
+    return Trainer(model, batch, loss, optimizer, threads, cpu, recompute, algorithms)
 
 
-__all__ = ["LOSSES", "RECOMPUTABLE", "StepStats", "Trainer", "TrainingGraph", "batches", "compile_training",
-           "saved_activations", "training_graph", "with_loss"]
+__all__ = ["LOSSES", "RECOMPUTABLE", "TRAINING_ALGORITHMS", "StepStats", "Trainer", "TrainingGraph", "batches",
+           "compile_training", "saved_activations", "training_graph", "with_loss"]

@@ -78,6 +78,17 @@ class Emitter:
         zero_mask = ir.Constant(ir.VectorType(I32, self.width), [ir.Constant(I32, 0)] * self.width)
         return self.b.shuffle_vector(v, undef, zero_mask)
 
+    def splat64(self, scalar: ir.Value, ty: ir.VectorType) -> ir.Value:
+        """An integer scalar broadcast to the vector type ``ty``."""
+        undef = ir.Constant(ty, ir.Undefined)
+        v = self.b.insert_element(undef, scalar, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(v, undef, ir.Constant(ir.VectorType(I32, ty.count), [ir.Constant(I32, 0)] *
+                                                           ty.count))
+
+    def splat_bool(self, flag: ir.Value, ty: ir.VectorType) -> ir.Value:
+        """An i1 broadcast to a mask vector."""
+        return self.splat64(flag, ty)
+
     def vconst(self, value: float) -> ir.Value:
         return ir.Constant(self.vec, [f32(value)] * self.width)
 

@@ -52,6 +52,8 @@ class Lowering:
         if unknown:
             raise CnnccError(f"graph '{graph.name}': state {unknown} names no parameter of the graph")
         self.state_buffers: dict[str, Buffer] = {}
+        self._state_outputs: dict[Value, str] | None = None
+        self._position: dict[int, int] = {}
         self.width = target.vector_width
         self.batch = next((v.shape[0] for v in graph.inputs if v.shape), 1)  # scalar inputs have no batch axis
         self.program = Program(graph.name, self.batch)
@@ -222,6 +224,28 @@ class Lowering:
         self.program.weights = b"".join(self._blob)
         return self.program
 
+
+    def in_place_state(self, out: Value, old: Value, node: Node) -> Placed | None:
+        """The placement of state parameter ``old`` if ``node``'s output ``out`` is its new value (the graph output
+        ``state:<old>``) and no later node reads ``old``: an elementwise kernel may then write the new value over
+        the old one (each element read and written by the same thread, in one iteration), and the copy at the end
+        of the call disappears."""
+        if not self.is_state(old):
+            return None
+        if self._state_outputs is None:
+            self._state_outputs = {v: n[len(STATE_PREFIX):] for n, v in
+                                   zip(self.graph.output_names, self.graph.outputs, strict=True)
+                                   if n.startswith(STATE_PREFIX)}
+            self._position = {id(n): i for i, n in enumerate(self.graph.nodes)}
+        if self._state_outputs.get(out) != old.name:
+            return None
+        here = self._position[id(node)]
+        if any(old in n.inputs for n in self.graph.nodes[here + 1:]):
+            return None
+        return self.tensor(old, node.layer)
+
+    def is_state(self, v: Value) -> bool:
+        return v.kind is ValueKind.PARAM and v.name in self.state
 
     def _write_state(self, name: str, v: Value) -> None:
         """Copy the new value of state parameter ``name`` over its old one in the blob (after every other call)."""

@@ -141,10 +141,23 @@ class Choice:
 
 
 def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16,
-             weights_working_set: float | None = None) -> float:
+             weights_working_set: float | None = None, runtime_weights: bool = False) -> float:
     """Seconds on one core (see the module docstring). The layer's weights stream from the cache level that holds
     ``weights_working_set`` bytes (a whole network's weights, read once per inference), or the layer's own weights
-    when None (a layer run on its own, as ``cnncc bench`` and ``cnncc tune`` time it)."""
+    when None (a layer run on its own, as ``cnncc bench`` and ``cnncc tune`` time it). ``runtime_weights``: the
+    weights change every call (a training step), so each call also packs them (direct, im2col: a gather reading
+    the weights and an int32 index per element) or transforms them (Winograd: the transformed filters, (m+2)^2/9
+    times the weights, written and read back)."""
+    if runtime_weights:
+        wb = cs.k * (cs.c // cs.groups) * cs.r * cs.s * 4
+        total = weights_working_set or wb
+        if algorithm in ("direct", "im2col"):
+            pack = 3 * wb / m.bandwidth(total)
+        else:
+            tc = transform_for(algorithm, cs.r, cs.s, cs.stride[0], cs.stride[1])
+            ub = 4 * tc.points * padded_channels(cs.c, width) * padded_channels(cs.k, width)
+            pack = (wb + ub) / m.bandwidth(total * ub / wb)
+        return pack + estimate(cs, algorithm, m, width, weights_working_set)
     flops = m.peak_gflops * 1e9
     vec_ops = flops / (2 * width) / TRANSFORM_COST
     cp, kp = padded_channels(cs.c, width), padded_channels(cs.k, width)
@@ -241,7 +254,7 @@ class CpuConvChooser:
 
     def __init__(self, target: Target, max_error: float = DEFAULT_MAX_ERROR,
                  algorithms: Sequence[str] = DEFAULT_ALGORITHMS, db: TuningDB | None = None, threads: int = 1,
-                 machine: MachineModel | None = None) -> None:
+                 machine: MachineModel | None = None, runtime_weights: bool = False) -> None:
         unknown = [a for a in algorithms if a not in ALGORITHMS]
         if unknown:
             raise CnnccError(f"unknown convolution algorithm(s) {', '.join(unknown)}: choose from "
@@ -250,6 +263,7 @@ class CpuConvChooser:
             raise CnnccError(f"max_error must be a positive number, got {max_error!r}")
         self.target, self.max_error, self.algorithms = target, float(max_error), tuple(algorithms)
         self.db, self.threads = db, threads
+        self.runtime_weights = runtime_weights  # training: weights packed / transformed in every call
         self._machine = machine
         self._errors: dict[tuple[str, str], float] = {}
         self.all_errors = False
@@ -292,7 +306,7 @@ class CpuConvChooser:
                 skipped[algo] = why
                 continue
             cands.append(Candidate(ConvImpl(algo), estimate(cs, algo, self.machine, self.target.vector_width,
-                                                            self.weights_working_set)))
+                                                            self.weights_working_set, self.runtime_weights)))
         rec = self.db.get(self.key(cs)) if self.db is not None else None
         if rec is not None:
             by_label = {c.label: c for c in cands}

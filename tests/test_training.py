@@ -240,3 +240,26 @@ def test_fused_cross_entropy_gradient_is_stable_and_compiled(target: str) -> Non
             (value,) = out.values() if isinstance(out, dict) else (out,)
             assert np.isfinite(value).all()
             assert rel_error(value, want) <= TOL_F32_REDUCTION
+
+
+def winograd_net() -> nn.Model:
+    """3x3 stride-1 convolutions (Winograd applies), channel counts that are not multiples of 16, odd image sizes."""
+    return nn.Sequential([
+        nn.Conv2d(16, 3, padding=1, bias=False, name="conv1"), nn.BatchNorm(name="bn1"), nn.ReLU(name="relu1"),
+        nn.Conv2d(20, 3, padding=1, name="conv2"), nn.ReLU(name="relu2"),
+        nn.GlobalAvgPool2d(name="gap"), nn.Flatten(name="flat"), nn.Linear(5, name="fc"),
+    ], input_shape=(3, 13, 11), name="wnet", seed=1)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4", "winograd6"])
+def test_winograd_forward_with_filters_transformed_at_run_time(algorithm: str) -> None:
+    """The weights change every step, so a Winograd forward convolution transforms its filters in the step
+    (kernel filter_transform, straight into the packed layout); three steps equal the interpreter's."""
+    x, y = batch(3, 8, (3, 13, 11), 5)
+    model = winograd_net()
+    trainer = cnncc.compile_training(model, optimizer=SGD(0.05, momentum=0.9), batch=3, threads=2,
+                                     algorithms=algorithm)
+    assert {c.impl.algorithm for c in trainer.choices.values()} == {algorithm}
+    # conv1 and conv2 forward, and conv2's backward-data convolution (conv1 needs no dx)
+    assert sum(c.kernel == "filter_transform" for c in trainer.compiled.program.calls) == 3
+    step_vs_interpreter(model, SGD(0.05, momentum=0.9), x, y, steps=3, algorithms=algorithm)

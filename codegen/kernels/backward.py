@@ -279,6 +279,41 @@ def emit_upsample(em: Emitter, env: KernelEnv, p: UpsampleParams) -> None:
     em.each(lo, hi, item, name="item")
 
 
+def _grad_input_winograd(lw: Lowering, node: Node) -> bool:
+    """A 3x3 stride-1 backward-data convolution with run-time weights (a training step) is itself a 3x3 stride-1
+    convolution of dy with the flipped, transposed filters: run it as Winograd F(4x4, 3x3) when the cost model
+    (with the run-time filter transform charged) prefers it to direct convolution, like the forward layer. The
+    flipped filters are gathered to plain (C, K, 3, 3), then transformed by the forward's run-time kernel."""
+    from types import SimpleNamespace
+
+    from cnncc.codegen.convalgo import ConvShape
+    from cnncc.codegen.kernels.transform_conv import lower_transform_conv
+    from cnncc.codegen.select import MachineModel, estimate
+    from cnncc.ops.conv2d import Conv2dAttrs
+    from cnncc.tuning import TuningDB
+
+    a = node.attrs
+    dyv, wv = node.inputs
+    n, k, oh, ow = dyv.shape
+    _, c, r, s = wv.shape
+    pad = tuple(2 - p for p in a.padding)
+    if lw.is_constant(wv) or (r, s) != (3, 3) or a.stride != (1, 1) or a.dilation != (1, 1) or a.groups != 1 or \
+            min(pad) < 0 or min(c, k) < lw.width:
+        return False
+    h, w = a.size
+    shape = ConvShape(n, k, oh, ow, c, 3, 3, (1, 1), pad, (1, 1), 1, h, w)  # type: ignore[arg-type]  # dy -> dx
+    machine = MachineModel.cached(lw.target, TuningDB(None))
+    algo = "winograd4"
+    if estimate(shape, algo, machine, lw.width, None, True) >= estimate(shape, "direct", machine, lw.width, None, True):
+        return False
+    flipped = lw.packed(wv, lambda wa: np.ascontiguousarray(wa[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)),
+                        f"{node.layer}.weight.flipped", node.layer)
+    conv = SimpleNamespace(op="conv2d", attrs=Conv2dAttrs(padding=pad), outputs=node.outputs, layer=node.layer,
+                           inputs=(dyv, SimpleNamespace(shape=(c, k, 3, 3))))
+    lower_transform_conv(lw, conv, algo, None, (), None, (), w_buffer=flipped)  # type: ignore[arg-type]
+    return True
+
+
 def _pack_conv(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: int, in_cb: int) -> np.ndarray:
     """conv.pack_weights keeping the dtype (float64 index arrays for :meth:`Lowering.packed`)."""
     k, cg, r, s = w.shape
@@ -311,6 +346,8 @@ def lower_conv2d_grad_input(lw: Lowering, node: Node) -> None:
     if (h, w, r, s, g) == (1, 1, 1, 1, 1) and a.padding == (0, 0, 0, 0):
         return _grad_input_linear(lw, node)
     if (sh, sw) != (1, 1) and not (g > 1 and cg == 1 and kg == 1) and _grad_input_polyphase(lw, node):
+        return
+    if _grad_input_winograd(lw, node):
         return
     uh, uw = (oh - 1) * sh + 1, (ow - 1) * sw + 1
     pt, pl = (r - 1) * dh - t, (s - 1) * dw - l  # dx[h] reads dy_up rows h - pt + r'*dh (r' the flipped tap)

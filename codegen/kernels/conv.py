@@ -177,10 +177,12 @@ def lower_conv2d(lw: Lowering, node: Node) -> None:
             from cnncc.codegen.kernels.im2col import lower_im2col
 
             return lower_im2col(lw, node, pre, residual, post)
-        if lw.is_constant(wv):  # the transforms of the filters are computed at compile time
-            from cnncc.codegen.kernels.transform_conv import lower_transform_conv
+        from cnncc.codegen.kernels.transform_conv import lower_transform_conv
 
+        if lw.is_constant(wv):  # the filters are transformed at compile time, in float64
             return lower_transform_conv(lw, node, impl.algorithm, lw.param(wv, node.layer), pre, residual, post)
+        if impl.algorithm.startswith("winograd"):  # training state: a run-time filter transform
+            return lower_transform_conv(lw, node, impl.algorithm, None, pre, residual, post)
     width = lw.width
     dense = a.groups > 1 and bool(cg % width or (k // a.groups) % width)
     if dense:  # block-diagonal: correct for any grouping, g times the work

@@ -69,9 +69,12 @@ def lower_update(lw: Lowering, node: Node) -> None:
     if any(t.batched != batched or t.addr.img != tensors[0].addr.img for t in tensors):
         raise Unsupported(f"layer '{node.layer}': {node.op} operands mix per-image values and parameters")
     dims = dims4(node.outputs[0].shape)
-    outs = [lw.new_plain(dims, node.layer) if batched else
-            Placed(lw.arena(t.addr.img, node.layer, per_image=False), t.dims, t.addr, False, batched=False)
-            for t in tensors[:1] + tensors[2:]]
+    olds = (node.inputs[0], *node.inputs[k:])  # the values each output replaces: the parameter, its slots
+    outs = []
+    for out, old, t in zip(node.outputs, olds, tensors[:1] + tensors[2:], strict=True):
+        here = lw.in_place_state(out, old, node)  # training state: write the new values over the old ones
+        outs.append(here if here is not None else lw.new_plain(dims, node.layer) if batched else
+                    Placed(lw.arena(t.addr.img, node.layer, per_image=False), t.dims, t.addr, False, batched=False))
     p = UpdateParams(node.op, node.attrs, tuple(t.buffer for t in tensors), tuple(o.buffer for o in outs), lr, step,
                      tensors[0].addr.img, batched)
     reads = (*p.ins, lr, *((step,) if step is not None else ()))

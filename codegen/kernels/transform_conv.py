@@ -22,14 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from cnncc.codegen.emit import Emitter, i64
+from cnncc.codegen.emit import F32, I1, I32, I64, PTR, Emitter, i64
 from cnncc.codegen.kernels.activation import Act, apply_act
 from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, bias_buffer, choose_schedule, pack_weights
 from cnncc.codegen.layout import padded_channels
-from cnncc.codegen.lower import Lowering
+from cnncc.codegen.lower import Lowering, Unsupported
 from cnncc.codegen.module import KernelEnv, kernel
 from cnncc.codegen.transforms import Stage, TransformConv, transform_for
-from cnncc.ir import Node, Value
+from cnncc.ir import Node, Value, ValueKind
 from cnncc.program import Buffer
 
 
@@ -102,11 +102,15 @@ def apply_stages(em: Emitter, values: list[ir.Value], stages: tuple[Stage, ...])
     return values
 
 
-def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray, pre: tuple[Act, ...],
-                         residual: Value | None, post: tuple[Act, ...]) -> None:
+def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray | None, pre: tuple[Act, ...],
+                         residual: Value | None, post: tuple[Act, ...], w_buffer: Buffer | None = None) -> None:
+    """``w``: the weights when known at compile time (transformed then, in float64); ``None`` for training state or
+    computed weights, transformed by a run-time kernel (Winograd only: see :func:`runtime_filter_transform`), read
+    from ``node.inputs[1]`` or from ``w_buffer`` (plain (K, C, R, S) floats: the flipped filters of a backward-data
+    convolution)."""
     a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
     x = node.inputs[0]
-    k, c, r, s = w.shape
+    k, c, r, s = node.inputs[1].shape
     n, _, oh, ow = node.outputs[0].shape
     _, _, h, wd = x.shape
     tc = transform_for(algorithm, r, s, a.stride[0], a.stride[1])
@@ -128,13 +132,17 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
         pair=tc.pair, stages=tc.input_stages, v_img=tc.points * pcb * tiles * width, v_point=pcb * tiles * width,
         v_cblk=tiles * width), (src.buffer,), (v,), node.layer, parallel=True)
     sched = gemm_schedule(tc, k, tiles, width)
-    packed = pack_transformed(tc, w, width, sched.ocb)
-    wbuf = lw.weights(packed, f"{node.layer}.weight.{algorithm}")
+    if w is not None:
+        packed = pack_transformed(tc, w, width, sched.ocb)
+        wbuf = lw.weights(packed, f"{node.layer}.weight.{algorithm}")
+        w_img = packed[0].size
+    else:
+        wbuf, w_img = runtime_filter_transform(lw, node, tc, sched.ocb, w_buffer)
     gemm = ConvParams(
         x=v, w=wbuf, bias=None, y=m, x_origin=0, x_img=pcb * tiles * width, x_cblk=tiles * width, x_row=0,
         x_col=width, in_cb=width, in_blocks=pcb, grp_in_blocks=0, blocks_per_group=pkb, y_base=0,
         y_img=pkb * tiles * width, y_kblk=tiles * width, y_row=0, y_col=width, out_h=1, out_w=tiles, k_blocks=pkb,
-        k_tail=0, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched, img_mult=tc.points, w_img=packed[0].size)
+        k_tail=0, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched, img_mult=tc.points, w_img=w_img)
     lw.call("conv_direct", gemm, (v, wbuf), (m,), node.layer, parallel=True,
             macs=n * tc.points * tiles * pcb * pkb * width * width)
     out = lw.new_blocked((n, k, oh, ow), node.layer)
@@ -150,6 +158,87 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
         zero_tail=k % width, stages=tc.output_stages),
         (m,) + ((bias,) if bias else ()) + ((res.buffer,) if res else ()), (out.buffer,), node.layer, parallel=True)
     lw.placed[node.outputs[0]] = out
+
+
+@dataclass(frozen=True, eq=False)
+class FilterTransformParams:
+    """``u[p] = pack(M[p] · w)``: the Winograd filter transform at run time, straight into the packed layout of
+    :func:`pack_transformed` (per point: (K/(W·ocb), C/W, W, ocb, W)); one work item per (output block, input
+    channel), its W output channels gathered from the plain (K, C, R, S) weights."""
+
+    w: Buffer
+    u: Buffer
+    k: int
+    c: int
+    rs: int
+    k_blocks: int
+    c_pad: int
+    ocb: int
+    w_img: int
+    matrix: tuple[tuple[float, ...], ...]  # points x (R*S): the transform of each filter tap
+
+
+def runtime_filter_transform(lw: Lowering, node: Node, tc: TransformConv, ocb: int,
+                             w_buffer: Buffer | None = None) -> tuple[Buffer, int]:
+    """Packed transformed weights of ``node`` computed at run time from its weights (training state or a computed
+    value); returns the buffer and the floats per point. The transform is linear, so its matrix is read off the
+    compile-time transform of the unit filters."""
+    wv = node.inputs[1]
+    k, c, r, s = wv.shape
+    if tc.pair != 1:
+        raise Unsupported(f"layer '{node.layer}': the FFT filter transform is not compiled for run-time weights")
+    width = lw.width
+    basis = np.eye(r * s).reshape(r * s, 1, r, s)
+    matrix = tc.filter_transform(basis).reshape(tc.points, r * s)
+    kp, cp = padded_channels(k, width), padded_channels(c, width)
+    w_img = kp * cp
+    if w_buffer is None:
+        w_buffer = (lw.tensor(wv, node.layer) if wv.kind is ValueKind.PARAM else lw.plain(wv, node.layer)).buffer
+    u = lw.arena(tc.points * w_img, f"{node.layer}.weight.{tc.kind}", per_image=False)
+    p = FilterTransformParams(w_buffer, u, k, c, r * s, kp // width, cp, ocb, w_img,
+                              tuple(tuple(float(v) for v in row) for row in matrix))
+    lw.call("filter_transform", p, (w_buffer,), (u,), node.layer, parallel=True)
+    return u, w_img
+
+
+@kernel("filter_transform")
+def emit_filter_transform(em: Emitter, env: KernelEnv, p: FilterTransformParams) -> None:
+    b, width = em.b, em.width
+    w, u = env.ptr(p.w), env.ptr(p.u)
+    lo, hi = em.thread_range(p.k_blocks * p.c_pad)
+    lvec = ir.VectorType(I64, width)
+    pvec = ir.VectorType(PTR, width)
+    mvec = ir.VectorType(I1, width)
+    gather = em.intrinsic(f"llvm.masked.gather.v{width}f32.v{width}p0", em.vec, [pvec, I32, mvec, em.vec])
+    lanes = ir.Constant(lvec, [ir.Constant(I64, i) for i in range(width)])
+    in_blocks = p.c_pad // width
+
+    def item(it: ir.Value) -> None:
+        kb, c = em.digits(it, (p.c_pad,))
+        kg, o = b.udiv(kb, i64(p.ocb)), b.urem(kb, i64(p.ocb))
+        cb, ci = b.udiv(c, i64(width)), b.urem(c, i64(width))
+        ks = b.add(b.mul(em.splat64(kb, lvec), ir.Constant(lvec, [ir.Constant(I64, width)] * width)), lanes)
+        in_range = b.and_(b.icmp_signed("<", ks, ir.Constant(lvec, [ir.Constant(I64, p.k)] * width)),
+                          em.splat_bool(b.icmp_signed("<", c, i64(p.c)), mvec))
+        row = b.add(b.mul(ks, ir.Constant(lvec, [ir.Constant(I64, p.c * p.rs)] * width)),
+                    em.splat64(b.mul(c, i64(p.rs)), lvec))
+        taps = []
+        for j in range(p.rs):
+            ptrs = b.gep(w, [b.add(row, ir.Constant(lvec, [ir.Constant(I64, j)] * width))], source_etype=F32)
+            ptrs.type = pvec  # a vector of pointers (llvmlite types a GEP with a vector index as scalar)
+            taps.append(b.call(gather, [ptrs, ir.Constant(I32, 4), in_range, em.vconst(0.0)]))
+        base = b.add(b.mul(b.add(b.mul(b.add(b.mul(kg, i64(in_blocks)), cb), i64(width)), ci), i64(p.ocb * width)),
+                     b.mul(o, i64(width)))
+        for point, coeffs in enumerate(p.matrix):
+            acc = None
+            for tap, cf in zip(taps, coeffs, strict=True):
+                if cf == 0.0:
+                    continue
+                term = tap if cf == 1.0 else b.fmul(tap, em.vconst(cf))
+                acc = term if acc is None else b.fadd(acc, term)
+            em.store_vec(acc if acc is not None else em.vconst(0.0), u, b.add(base, i64(point * p.w_img)))
+
+    em.each(lo, hi, item, name="item")
 
 
 def gemm_schedule(tc: TransformConv, k: int, tiles: int, width: int) -> ConvSchedule:
