@@ -100,11 +100,7 @@ def with_loss(model_graph: Graph, loss: str) -> Graph:
         raise CnnccError(f"training: model '{model_graph.name}' has {len(model_graph.outputs)} outputs; training "
                          "needs one (the logits)")
     b = GraphBuilder(f"{model_graph.name}_train")
-    m: dict[Value, Value] = {}
-    for v in model_graph.inputs:
-        m[v] = b.input(v.name, v.shape, v.dtype, v.type.layout)
-    for p in model_graph.params:
-        m[p] = b.param(p.name, p.shape, p.dtype, trainable=p.trainable)
+    m = _copy_inputs(model_graph, b)
     seed: Value | None = None  # training dropout: a per-step run-time seed operand and a per-layer salt
     for node in model_graph.nodes:
         ins, attrs = [m[v] for v in node.inputs], node.attrs

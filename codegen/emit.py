@@ -173,6 +173,25 @@ class Emitter:
         hi = b.sdiv(b.mul(tot, b.add(tid, i64(1))), nth)
         return lo, hi
 
+    def chunks(self, total: ir.Value | int, chunk: int, vec: Callable[[ir.Value], None],
+               one: Callable[[ir.Value], None]) -> None:
+        """Walk ``[0, total)`` flat elements in work items of ``chunk`` (a multiple of the vector width), this
+        thread's share of them: ``vec(offset)`` for each whole vector, then ``one(offset)`` for the scalar tail of
+        the last item."""
+        b, width = self.b, self.width
+        tot = i64(total) if isinstance(total, int) else total
+        lo, hi = self.thread_range(b.udiv(b.add(tot, i64(chunk - 1)), i64(chunk)))
+
+        def item(it: ir.Value) -> None:
+            start = b.mul(it, i64(chunk))
+            end = b.add(start, i64(chunk))
+            end = b.select(b.icmp_signed("<", end, tot), end, tot)
+            nvec = b.udiv(b.sub(end, start), i64(width))
+            self.each(0, nvec, lambda k: vec(b.add(start, b.mul(k, i64(width)))), name="vec")
+            self.each(b.add(start, b.mul(nvec, i64(width))), end, one, name="tail")
+
+        self.each(lo, hi, item, name="chunk")
+
     def digits(self, index: ir.Value, radices: Sequence[int]) -> list[ir.Value]:
         """Mixed-radix digits of a flat work-item index, the fastest-varying radix last:
         ``digits(it, (C, H))`` is ``[n, c, h]`` for ``it = (n*C + c)*H + h``."""

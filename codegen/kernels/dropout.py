@@ -192,24 +192,12 @@ def emit_dropout(em: Emitter, env: KernelEnv, p: DropoutParams) -> None:
         return
 
     total = b.mul(images, i64(p.elements))
-    lo, hi = em.thread_range(b.udiv(b.add(total, i64(CHUNK - 1)), i64(CHUNK)))
+    def vec(off: ir.Value) -> None:
+        keep = keep_of(b.add(splat(off, vi64), lanes))
+        em.store_vec(b.select(keep, b.fmul(em.load_vec(xp, off), vscale), vzero), yp, off)
 
-    def chunk(it: ir.Value) -> None:
-        start = b.mul(it, i64(CHUNK))
-        end = b.add(start, i64(CHUNK))
-        end = b.select(b.icmp_signed("<", end, total), end, total)
-        nvec = b.udiv(b.sub(end, start), i64(width))
+    def one(off: ir.Value) -> None:
+        x = em.load(xp, off)
+        em.store(b.select(keep_of(off), b.fmul(x, f32(p.scale)), f32(0.0)), yp, off)
 
-        def vec(k: ir.Value) -> None:
-            off = b.add(start, b.mul(k, i64(width)))
-            keep = keep_of(b.add(splat(off, vi64), lanes))
-            em.store_vec(b.select(keep, b.fmul(em.load_vec(xp, off), vscale), vzero), yp, off)
-
-        def one(off: ir.Value) -> None:
-            x = em.load(xp, off)
-            em.store(b.select(keep_of(off), b.fmul(x, f32(p.scale)), f32(0.0)), yp, off)
-
-        em.each(0, nvec, vec, name="vec")
-        em.each(b.add(start, b.mul(nvec, i64(width))), end, one, name="tail")
-
-    em.each(lo, hi, chunk, name="chunk")
+    em.chunks(total, CHUNK, vec, one)

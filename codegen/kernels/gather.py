@@ -33,8 +33,6 @@ def emit_gather(em: Emitter, env: KernelEnv, p: GatherParams) -> None:
     b = em.b
     width = em.width
     src, index, dst = env.ptr(p.src), env.ptr(p.index), env.ptr(p.dst)
-    items = -(-p.count // CHUNK)
-    lo, hi = em.thread_range(items)
     ivec = ir.VectorType(I32, width)
     lvec = ir.VectorType(I64, width)
     pvec = ir.VectorType(PTR, width)
@@ -43,27 +41,17 @@ def emit_gather(em: Emitter, env: KernelEnv, p: GatherParams) -> None:
     zero_i = ir.Constant(ivec, [ir.Constant(I32, 0)] * width)
     one_l = ir.Constant(lvec, [ir.Constant(I64, 1)] * width)
 
-    def item(it: ir.Value) -> None:
-        start = b.mul(it, i64(CHUNK))
-        end = b.add(start, i64(CHUNK))
-        end = b.select(b.icmp_signed("<", end, i64(p.count)), end, i64(p.count))
-        nvec = b.udiv(b.sub(end, start), i64(width))
+    def vec(off: ir.Value) -> None:  # 16 indices, one masked gather (index 0: a zero pad, not loaded)
+        idx = b.load(em.at(index, off, I32), typ=ivec, align=4)
+        valid = b.icmp_signed(">", idx, zero_i)
+        ptrs = b.gep(src, [b.sub(b.sext(idx, lvec), one_l)], source_etype=F32)
+        ptrs.type = pvec  # a GEP with a vector index gives a vector of pointers (llvmlite types it scalar)
+        em.store_vec(b.call(gather, [ptrs, ir.Constant(I32, 4), valid, em.vconst(0.0)]), dst, off)
 
-        def vec(k: ir.Value) -> None:  # 16 indices, one masked gather (index 0: a zero pad, not loaded)
-            off = b.add(start, b.mul(k, i64(width)))
-            idx = b.load(em.at(index, off, I32), typ=ivec, align=4)
-            valid = b.icmp_signed(">", idx, zero_i)
-            ptrs = b.gep(src, [b.sub(b.sext(idx, lvec), one_l)], source_etype=F32)
-            ptrs.type = pvec  # a GEP with a vector index gives a vector of pointers (llvmlite types it scalar)
-            em.store_vec(b.call(gather, [ptrs, ir.Constant(I32, 4), valid, em.vconst(0.0)]), dst, off)
+    def one(i: ir.Value) -> None:
+        k = b.sext(em.load(index, i, I32), I64)
+        valid = b.icmp_signed(">", k, i64(0))
+        safe = b.select(valid, b.sub(k, i64(1)), i64(0))
+        em.store(b.select(valid, em.load(src, safe, F32), f32(0.0)), dst, i)
 
-        def one(i: ir.Value) -> None:
-            k = b.sext(em.load(index, i, I32), I64)
-            valid = b.icmp_signed(">", k, i64(0))
-            safe = b.select(valid, b.sub(k, i64(1)), i64(0))
-            em.store(b.select(valid, em.load(src, safe, F32), f32(0.0)), dst, i)
-
-        em.each(0, nvec, vec, name="vec")
-        em.each(b.add(start, b.mul(nvec, i64(width))), end, one, name="tail")
-
-    em.each(lo, hi, item, name="chunk")
+    em.chunks(p.count, CHUNK, vec, one)

@@ -123,7 +123,7 @@ def _update(em: Emitter, p: UpdateParams, vals: list[ir.Value], lr: ir.Value, bc
 
 @kernel("optim_update")
 def emit_update(em: Emitter, env: KernelEnv, p: UpdateParams) -> None:
-    b, width = em.b, em.width
+    b = em.b
     ins = [env.ptr(buf) for buf in p.ins]
     outs = [env.ptr(buf) for buf in p.outs]
     lr = em.load(env.ptr(p.lr), 0)
@@ -133,27 +133,14 @@ def emit_update(em: Emitter, env: KernelEnv, p: UpdateParams) -> None:
         bc = (b.fsub(f32(1.0), em.vcall("pow", f32(p.attrs.beta1), t)),
               b.fsub(f32(1.0), em.vcall("pow", f32(p.attrs.beta2), t)))
     total = b.mul(env.batch, i64(p.floats)) if p.batched else i64(p.floats)
-    items = b.udiv(b.add(total, i64(CHUNK - 1)), i64(CHUNK))
-    lo, hi = em.thread_range(items)
+    def vec(off: ir.Value) -> None:
+        new = _update(em, p, [em.load_vec(ptr, off) for ptr in ins], lr, bc, vector=True)
+        for val, ptr in zip(new, outs, strict=True):
+            em.store_vec(val, ptr, off)
 
-    def item(it: ir.Value) -> None:
-        start = b.mul(it, i64(CHUNK))
-        end = b.add(start, i64(CHUNK))
-        end = b.select(b.icmp_signed("<", end, total), end, total)
-        nvec = b.udiv(b.sub(end, start), i64(width))
+    def one(off: ir.Value) -> None:
+        new = _update(em, p, [em.load(ptr, off) for ptr in ins], lr, bc, vector=False)
+        for val, ptr in zip(new, outs, strict=True):
+            em.store(val, ptr, off)
 
-        def vec(k: ir.Value) -> None:
-            off = b.add(start, b.mul(k, i64(width)))
-            new = _update(em, p, [em.load_vec(ptr, off) for ptr in ins], lr, bc, vector=True)
-            for val, ptr in zip(new, outs, strict=True):
-                em.store_vec(val, ptr, off)
-
-        def one(off: ir.Value) -> None:
-            new = _update(em, p, [em.load(ptr, off) for ptr in ins], lr, bc, vector=False)
-            for val, ptr in zip(new, outs, strict=True):
-                em.store(val, ptr, off)
-
-        em.each(0, nvec, vec, name="vec")
-        em.each(b.add(start, b.mul(nvec, i64(width))), end, one, name="tail")
-
-    em.each(lo, hi, item, name="chunk")
+    em.chunks(total, CHUNK, vec, one)
