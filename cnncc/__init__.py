@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = ["CnnccError", "DType", "Graph", "GraphBuilder", "GraphError", "InputError", "Layout", "ModelError",
            "OpAttributeError", "ShapeError", "TensorType", "WeightsError", "__version__", "compile",
-           "compile_training", "interpret"]
+           "compile_training", "interpret", "load"]
 
 
 def interpret(graph: Graph, inputs: dict, params: dict | None = None, dtype: str = "float32") -> dict:
@@ -42,3 +42,11 @@ def compile_training(model, loss: str = "cross_entropy", optimizer=None, batch: 
     from cnncc.training import compile_training as build
 
     return build(model, loss, optimizer, batch, threads, cpu, recompute, algorithms)
+
+
+def load(directory, threads: int | None = None):  # noqa: ANN001, ANN201
+    """Load a deployment bundle written by ``cnncc compile`` (see :class:`cnncc.runtime.bundle.Bundle`): call it like
+    a compiled model. Needs only numpy and the bundle's shared library."""
+    from cnncc.runtime.bundle import load as load_bundle
+
+    return load_bundle(directory, threads)

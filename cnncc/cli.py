@@ -8,6 +8,8 @@
     cnncc bench resnet18 --threads 2       every conv layer with every applicable algorithm: time, GFLOP/s, error
     cnncc tune resnet18 --budget 300       measure the best algorithm per layer into the tuning database
     cnncc explain resnet18                 the chosen algorithm of every conv layer, and why
+    cnncc train lenet5 --dataset digits    compile the training step and train on real handwritten digits
+    cnncc compile resnet18 -o DIR          a deployment bundle: lib<name>.so, <name>.h, weights, manifest.json
 """
 
 from __future__ import annotations
@@ -87,10 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--batch", type=int, default=1, help="the compiled batch (default 1)")
     plan.add_argument("--unoptimized", action="store_true", help="plan the graph as traced, without graph passes")
     from cnncc.cli_algorithms import add_parsers
+    from cnncc.cli_compile import add_parser as add_compile_parser
     from cnncc.cli_train import add_parser as add_train_parser
 
     add_parsers(sub, MODEL_HELP)
     add_train_parser(sub, MODEL_HELP)
+    add_compile_parser(sub, MODEL_HELP)
     return p
 
 
@@ -252,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cnncc.cli_train import cmd_train
 
             return cmd_train(args)
+        if args.command == "compile":
+            from cnncc.cli_compile import cmd_compile
+
+            return cmd_compile(args)
         if args.command in ("bench", "tune", "explain"):
             from cnncc.cli_algorithms import COMMANDS
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -84,3 +89,33 @@ def randomize(model: Model, seed: int) -> dict[str, np.ndarray]:
             value[...] = draw[local](value.shape)
     model.set_weights(params)
     return {k: v.copy() for k, v in params.items()}  # set_weights keeps (aliases) the arrays it is given
+
+
+def build_c_example(source: str | os.PathLike, bundle: str | os.PathLike, out: str | os.PathLike,
+                    static: bool = False) -> Path:
+    """Build the C example ``source`` against a bundle directory with the system C compiler (warnings are errors);
+    linked to the shared library by rpath, or to the static archive."""
+    bundle = Path(bundle).resolve()
+    name = json.loads((bundle / "manifest.json").read_text())["name"]
+    exe = Path(out)
+    link = ([str(bundle / f"lib{name}.a"), "-fopenmp", "-lm"] if static
+            else [f"-L{bundle}", f"-l{name}", f"-Wl,-rpath,{bundle}"])
+    cmd = [os.environ.get("CC", "cc"), "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", str(source), f"-I{bundle}",
+           "-o", str(exe), *link]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return exe
+
+
+def run_c_example(exe: str | os.PathLike, *args: str, valgrind: bool = False,
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a built C example with an empty environment (no Python, no PYTHONPATH, no LD_LIBRARY_PATH), optionally
+    under valgrind memcheck (any memory error, or a definitely lost block, makes the exit status 99)."""
+    cmd = [str(exe), *args]
+    if valgrind:
+        cmd = [shutil.which("valgrind") or "valgrind", *VALGRIND_ARGS, *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={}, check=False)
+
+
+# memcheck: every memory error counts; of leaks, only definitely lost blocks (libgomp leaves its worker threads'
+# TLS "possibly lost" at exit, by design).
+VALGRIND_ARGS = ["-q", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite"]

@@ -45,6 +45,58 @@ def aligned_bytes(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[shift:shift + nbytes]
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, numpy dtype and shape (the first axis is the batch, at its compiled maximum,
+    unless the tensor is a scalar or ``batched`` is False)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    batched: bool = True
+
+
+def check_feeds(model: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any], max_batch: int,
+                label_ranges: Mapping[str, int], check_finite: bool) -> int:
+    """Check named inputs against ``specs`` before any native code runs; returns the batch. Shared by the in-process
+    compiled model and the bundle loader, so both refuse the same inputs with the same messages."""
+    names = [s.name for s in specs]
+    extra = sorted(set(feeds) - set(names))
+    if extra:
+        raise InputError(f"model '{model}': unknown input(s) {extra}; inputs are {names}")
+    batch = None
+    for v in specs:
+        if v.name not in feeds:
+            raise InputError(f"model '{model}': input '{v.name}' is missing")
+        a = feeds[v.name]
+        if not isinstance(a, np.ndarray):
+            raise InputError(f"input '{v.name}': expected a numpy array, got {type(a).__name__}")
+        want = v.dtype
+        if a.dtype != want:
+            raise InputError(f"input '{v.name}' has dtype {a.dtype}; the compiled model takes {want} "
+                             f"(convert with x.astype(np.{want}))")
+        if not v.shape:  # a scalar (a learning rate) has no batch axis
+            if a.shape != ():
+                raise InputError(f"input '{v.name}' has shape {a.shape}; the compiled model takes a scalar, "
+                                 "shape ()")
+        elif a.ndim != len(v.shape) or a.shape[1:] != v.shape[1:] or not 1 <= a.shape[0] <= max_batch:
+            raise InputError(f"input '{v.name}' has shape {a.shape}; the compiled model takes "
+                             f"(batch, {', '.join(map(str, v.shape[1:]))}) with 1 <= batch <= {max_batch}")
+        if not a.flags.c_contiguous:
+            raise InputError(f"input '{v.name}' is not C-contiguous; pass np.ascontiguousarray(x)")
+        if v.shape and batch is not None and a.shape[0] != batch:
+            raise InputError(f"inputs disagree on the batch size: {batch} and {a.shape[0]} ('{v.name}')")
+        batch = a.shape[0] if v.shape else batch
+        if v.name in label_ranges and a.size:
+            lo, hi, classes = int(a.min()), int(a.max()), label_ranges[v.name]
+            if lo < 0 or hi >= classes:
+                raise InputError(f"input '{v.name}': class labels must lie in [0, {classes}), got values "
+                                 f"from {lo} to {hi}")
+        if check_finite and v.dtype.kind == "f" and not np.isfinite(a).all():
+            raise InputError(f"input '{v.name}' holds {int(a.size - np.isfinite(a).sum())} NaN/Inf values")
+    return int(batch or 1)
+
+
 @dataclass
 class CompileStats:
     lower_s: float = 0.0
@@ -67,7 +119,7 @@ class CompiledModel:
         self.threads = threads
         self.stats = stats
         self.max_batch = program.batch
-        self._label_ranges = dict(label_ranges)
+        self.label_ranges = dict(label_ranges)  # int64 class-label input -> number of classes
         self._entry = ENTRY_TYPE(module.address("cnncc_forward"))
         self._profiled = PROFILED_TYPE(module.address("cnncc_forward_profiled"))
         self._weights = aligned_bytes(len(program.weights))
@@ -83,53 +135,26 @@ class CompiledModel:
     def input_names(self) -> list[str]:
         return [v.name for v in self.graph.inputs]
 
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec(v.name, v.dtype.numpy, tuple(v.shape), bool(v.shape)) for v in self.graph.inputs]
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        """The outputs a call returns (training state outputs are written in place, not returned)."""
+        values = dict(zip(self.graph.output_names, self.graph.outputs, strict=True))
+        return [TensorSpec(n, values[n].dtype.numpy, tuple(values[n].shape), bool(batched and values[n].shape))
+                for n, batched in zip(self.output_names, self.program.batched_outputs, strict=True)]
+
     def _check(self, feeds: Mapping[str, Any], check_finite: bool) -> int:
-        names = self.input_names
-        extra = sorted(set(feeds) - set(names))
-        if extra:
-            raise InputError(f"model '{self.graph.name}': unknown input(s) {extra}; inputs are {names}")
-        batch = None
-        for v in self.graph.inputs:
-            if v.name not in feeds:
-                raise InputError(f"model '{self.graph.name}': input '{v.name}' is missing")
-            a = feeds[v.name]
-            if not isinstance(a, np.ndarray):
-                raise InputError(f"input '{v.name}': expected a numpy array, got {type(a).__name__}")
-            want = v.dtype.numpy
-            if a.dtype != want:
-                raise InputError(f"input '{v.name}' has dtype {a.dtype}; the compiled model takes {want} "
-                                 f"(convert with x.astype(np.{want}))")
-            if not v.shape:  # a scalar (a learning rate) has no batch axis
-                if a.shape != ():
-                    raise InputError(f"input '{v.name}' has shape {a.shape}; the compiled model takes a scalar, "
-                                     "shape ()")
-            elif a.ndim != len(v.shape) or a.shape[1:] != v.shape[1:] or not 1 <= a.shape[0] <= self.max_batch:
-                raise InputError(f"input '{v.name}' has shape {a.shape}; the compiled model takes "
-                                 f"(batch, {', '.join(map(str, v.shape[1:]))}) with 1 <= batch <= {self.max_batch}")
-            if not a.flags.c_contiguous:
-                raise InputError(f"input '{v.name}' is not C-contiguous; pass np.ascontiguousarray(x)")
-            if v.shape and batch is not None and a.shape[0] != batch:
-                raise InputError(f"inputs disagree on the batch size: {batch} and {a.shape[0]} ('{v.name}')")
-            batch = a.shape[0] if v.shape else batch
-            if v.name in self._label_ranges and a.size:
-                lo, hi, classes = int(a.min()), int(a.max()), self._label_ranges[v.name]
-                if lo < 0 or hi >= classes:
-                    raise InputError(f"input '{v.name}': class labels must lie in [0, {classes}), got values "
-                                     f"from {lo} to {hi}")
-            if check_finite and v.dtype.is_float and not np.isfinite(a).all():
-                raise InputError(f"input '{v.name}' holds {int(a.size - np.isfinite(a).sum())} NaN/Inf values")
-        return int(batch or 1)
+        return check_feeds(self.graph.name, self.input_specs, feeds, self.max_batch, self.label_ranges, check_finite)
 
     def run(self, feeds: Mapping[str, np.ndarray], threads: int | None = None, check_finite: bool = False,
             _times: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Run on named inputs; returns the outputs by name."""
         batch = self._check(feeds, check_finite)
-        outs = {}
-        values = dict(zip(self.graph.output_names, self.graph.outputs, strict=True))
-        for name, batched in zip(self.output_names, self.program.batched_outputs, strict=True):
-            v = values[name]  # a per-image output has the call's batch; others (a loss, a gradient) their shape
-            shape = (batch, *v.shape[1:]) if batched and v.shape else v.shape
-            outs[name] = np.empty(shape, v.dtype.numpy)
+        # A per-image output has the call's batch; others (a loss, a gradient) their own shape.
+        outs = {s.name: np.empty((batch, *s.shape[1:]) if s.batched else s.shape, s.dtype) for s in self.output_specs}
         in_ptrs = (ctypes.c_void_p * max(len(feeds), 1))(*[feeds[n].ctypes.data for n in self.input_names])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs.values()])
         nthreads = self.threads if threads is None else threads

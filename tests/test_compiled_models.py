@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 import cnncc
 from cnncc.frontend.model import Model
 from cnncc.frontend.models import ZOO, get_model
-from cnncc.testing import randomize, rel_error
+from cnncc.testing import build_c_example, randomize, rel_error, run_c_example
 
 # A whole network in float32: the backend sums every conv/linear in another order than the interpreter's BLAS
 # (blocked FMA tiles), folds BN into one FMA and calls libm's expf/logf for softmax heads; the per-layer ~1e-6
@@ -91,3 +92,21 @@ def test_compiled_repr_and_stats(compiled: Compiled) -> None:
     assert s.arena_bytes >= s.lower_bound > 0 and s.naive_bytes >= s.arena_bytes
     assert s.weights_bytes > 0
     assert f"'{c.model.graph(COMPILED_BATCH).name}'" in repr(c.cm) and f"batch <= {COMPILED_BATCH}" in repr(c.cm)
+
+
+def test_c_example_equals_in_process_bit_for_bit(compiled: Compiled, tmp_path: Path) -> None:
+    """The deployment bundle of the same module, run by examples/c/classify.c (no Python in the process), gives the
+    in-process outputs bit for bit, at batch 1 and at a batch between 1 and the compiled maximum."""
+    from cnncc.codegen.bundle import write_bundle
+
+    c = compiled
+    files = write_bundle(c.cm, tmp_path / "bundle")
+    assert files.warnings == []
+    exe = build_c_example(Path(__file__).resolve().parents[1] / "examples" / "c" / "classify.c", files.directory,
+                          tmp_path / "classify")
+    for batch in (1, 3):
+        x = np.ascontiguousarray(c.x[:batch])
+        np.save(tmp_path / "x.npy", x)
+        r = run_c_example(exe, "-w", str(files.weights), "-o", str(tmp_path / "y.bin"), str(tmp_path / "x.npy"))
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "y.bin").read_bytes() == c.cm(x).tobytes(), f"{c.name} at batch {batch}"

@@ -60,7 +60,8 @@ def test_wheel_holds_every_module(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     wheel = next(tmp_path.glob("cnncc-*.whl"))
     files = set(zipfile.ZipFile(wheel).namelist())
-    sources = {p.relative_to(ROOT) for d in ("cnncc", *MAPPED) for p in (ROOT / d).rglob("*.py")}
+    sources = {p.relative_to(ROOT) for d in ("cnncc", *MAPPED) for ext in ("*.py", "*.c")
+               for p in (ROOT / d).rglob(ext)}  # .c: the bundle runtime, compiled into every bundle
     for src in sources:
         installed = Path("cnncc", *src.parts) if src.parts[0] in MAPPED else src
         assert str(installed) in files, f"{src} is missing from the wheel"
