@@ -404,6 +404,26 @@ def test_cli_compile_writes_a_bundle(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "--max-batch must be a positive integer" in capsys.readouterr().err
 
 
+def test_cli_compile_training_step(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from cnncc.cli import main
+
+    out = tmp_path / "step"
+    assert main(["compile", "lenet5", "-o", str(out), "--training", "--max-batch", "4", "--optimizer", "adam"]) == 0
+    bundle = cnncc.load(out)
+    m = bundle.manifest
+    assert m["kind"] == "training" and m["training"]["optimizer"] == "adam"
+    assert [s["name"] for s in m["inputs"]] == ["input", "labels", "lr", "step"]
+    assert m["inputs"][1]["classes"] == 10 and "m@conv1.weight" in m["state"]
+    rng = np.random.default_rng(0)
+    feeds = {"input": rng.standard_normal((4, 1, 32, 32)).astype(np.float32),
+             "labels": rng.integers(0, 10, 4).astype(np.int64), "lr": np.array(1e-3, np.float32)}
+    before = bundle.state_array("conv1.weight")
+    losses = [float(bundle.run({**feeds, "step": np.array(t, np.float32)})["loss"].reshape(-1)[0]) for t in (1, 2)]
+    assert all(np.isfinite(losses)) and losses[1] < losses[0]  # the same batch twice: Adam lowers its loss
+    assert not np.array_equal(bundle.state_array("conv1.weight"), before)
+    capsys.readouterr()
+
+
 def test_not_a_bundle_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CnnccError, match="not a cnncc bundle"):
         cnncc.load(tmp_path)
@@ -485,3 +505,32 @@ def test_valgrind_finds_no_errors(model_name: str, tmp_path: Path) -> None:
     assert "==" not in err, err[-4000:]
     want = cm(x).tobytes()
     assert (tmp_path / "c.bin").read_bytes() == want and (tmp_path / "py.bin").read_bytes() == want
+
+
+def test_readme_c_snippet_compiles_and_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's C lines, inside a main() that declares x, y and batch, build with the README's cc command
+    against a bundle made by the README's cnncc compile command, and run."""
+    import re
+    import shlex
+
+    from cnncc.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deployment"):readme.index("## Design")]
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
+    compile_cmd, cc_cmd = (shlex.split(line.split("#")[0]) for line in commands)
+    snippet = re.search(r"```c\n(.*?)```", section, re.S).group(1)
+    include, body = snippet.split("\n", 1)
+    monkeypatch.chdir(tmp_path)
+    assert compile_cmd[0] == "cnncc" and main(compile_cmd[1:]) == 0
+    (tmp_path / "app.c").write_text(
+        f"#include <stdio.h>\n{include}\nint main(void) {{\n    static float x[2 * 1 * 32 * 32], y[2 * 10];\n"
+        f"    int64_t batch = 2;\n    x[5] = 1.0f;\n{body}    printf(\"%d %g\\n\", status, y[0]);\n"
+        "    return status;\n}\n")
+    subprocess.run([*cc_cmd, "-Wall", "-Werror"], check=True, capture_output=True, text=True)
+    r = subprocess.run(["./app"], capture_output=True, text=True, env={})
+    assert r.returncode == 0, r.stderr
+    bundle = cnncc.load(tmp_path / "build" / "lenet5")
+    x = np.zeros((2, 1, 32, 32), np.float32)
+    x.reshape(-1)[5] = 1.0
+    assert r.stdout.split() == ["0", f"{bundle(x)[0, 0]:g}"]
