@@ -12,7 +12,7 @@
  * Weights file (little-endian; written by cnncc.runtime.bundle.write_weights):
  *   0  char[8]  magic "CNNCCWT\0"       8  u32 format version (1)     12 u32 header bytes (128)
  *   16 char[64] graph hash (hex)        80 u64 payload bytes           88 u32 CRC-32 of the payload
- *   92 u32 CRC-32 of bytes 0..91        96..127 zero                    128 payload (the weights blob)
+ *   92 u32 CRC-32 of bytes 0..91        96..127 zero (checked)          128 payload (the weights blob)
  * CRC-32 is zlib's (polynomial 0xEDB88320).
  */
 #define _GNU_SOURCE
@@ -216,6 +216,8 @@ static int read_weights(const char *path, void **out) {
     else if (get32(h + 92) != crc32_bytes(h, 92))
         code = fail(CNNCC_ERR_CHECKSUM, "weights file '%s': the header fails its CRC-32 (the file was altered)",
                     path);
+    else if (memcmp(h + 96, (const unsigned char[WEIGHTS_HEADER - 96]){0}, WEIGHTS_HEADER - 96) != 0)
+        code = fail(CNNCC_ERR_FORMAT, "weights file '%s': the reserved header bytes 96..127 are not zero", path);
     else if (get32(h + 8) != WEIGHTS_VERSION || get32(h + 12) != WEIGHTS_HEADER)
         code = fail(CNNCC_ERR_FORMAT, "weights file '%s' has format version %u (header %u bytes); this bundle "
                     "reads version %u", path, get32(h + 8), get32(h + 12), WEIGHTS_VERSION);

@@ -9,7 +9,7 @@ Weights file (little-endian; the C runtime, codegen/bundle_runtime.c, reads the 
 
     0  char[8]  magic b"CNNCCWT\\0"      8  u32 format version (1)     12 u32 header bytes (128)
     16 char[64] graph hash (hex)         80 u64 payload bytes           88 u32 CRC-32 of the payload
-    92 u32 CRC-32 of bytes 0..91         96..127 zero                   128 the weights blob
+    92 u32 CRC-32 of bytes 0..91         96..127 zero (checked)         128 the weights blob
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def read_weights(path: str | os.PathLike, graph_hash: str | None = None) -> byte
                                             *struct.unpack_from("<QII", head, 80))
     if head_crc != zlib.crc32(head[:92]):
         raise WeightsError(f"weights file '{path}': the header fails its CRC-32 (the file was altered)")
+    if any(head[96:]):
+        raise WeightsError(f"weights file '{path}': the reserved header bytes 96..127 are not zero")
     if (version, size) != (WEIGHTS_VERSION, WEIGHTS_HEADER):
         raise WeightsError(f"weights file '{path}' has format version {version}; this cnncc reads {WEIGHTS_VERSION}")
     stored_hash = head[16:80].decode("ascii", "replace")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cnncc
 from cnncc.codegen.bundle import c_name, write_bundle
@@ -176,6 +178,9 @@ def _bad_weights(lenet: dict, tmp_path: Path) -> dict[str, tuple[Path, str, str]
     head = bytearray(good)
     head[85] ^= 1  # the payload size field
     case("altered_header", bytes(head), "CNNCC_ERR_CHECKSUM", "header fails its CRC-32")
+    reserved = bytearray(good)
+    reserved[100] = 7  # not covered by the header CRC, so checked to be zero
+    case("reserved", bytes(reserved), "CNNCC_ERR_FORMAT", "reserved header bytes 96..127 are not zero")
     case("not_weights", b"PK\x03\x04" + bytes(200), "CNNCC_ERR_FORMAT", "not a cnncc weights file")
     case("trailing_bytes", good + b"\0", "CNNCC_ERR_FORMAT", "bytes after")
     other = tmp_path / "other_graph.weights"
@@ -209,6 +214,37 @@ def test_bad_weights_files_are_error_codes(lenet: dict, tmp_path: Path) -> None:
         with pytest.raises(CnnccError, match=status):
             cnncc.load(bundle_dir)
     assert read_weights(lenet["files"].weights, lenet["cm"].graph.hash()) == bytes(lenet["cm"].program.weights)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 2**31), st.integers(1, 255)), min_size=0, max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, 2**31)), tail=st.binary(max_size=8))
+def test_fuzzed_weights_files_never_crash(lenet: dict, tmp_path: Path, edits: list, cut: int | None,
+                                          tail: bytes) -> None:
+    """Random byte edits, truncations and trailing bytes: create() accepts the file exactly when it is unchanged,
+    and otherwise returns FORMAT, CHECKSUM or MISMATCH with a message (a crash would take pytest down)."""
+    good = lenet["files"].weights.read_bytes()
+    data = bytearray(good)
+    for pos, xor in edits:
+        data[pos % len(data)] ^= xor
+    if cut is not None:
+        data = data[:cut % (len(data) + 1)]
+    data += tail
+    path = tmp_path / "fuzz.weights"
+    path.write_bytes(bytes(data))
+    lib = ctypes.CDLL(str(lenet["files"].library))
+    lib.lenet5_create.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_void_p]
+    lib.lenet5_destroy.argtypes = [ctypes.c_void_p]
+    lib.lenet5_last_error.restype = ctypes.c_char_p
+    model = ctypes.c_void_p()
+    status = lib.lenet5_create(str(path).encode(), 1, ctypes.byref(model))
+    if bytes(data) == good:
+        assert status == 0 and model.value
+        lib.lenet5_destroy(model)
+    else:
+        assert status in (CODES["CNNCC_ERR_FORMAT"], CODES["CNNCC_ERR_CHECKSUM"], CODES["CNNCC_ERR_MISMATCH"])
+        message = lib.lenet5_last_error().decode()
+        assert not model.value and message.startswith("lenet5: ") and str(path) in message
 
 
 def test_wrong_inputs_are_error_codes_in_the_c_example(lenet: dict, tmp_path: Path) -> None:
