@@ -167,26 +167,39 @@ static void pin_workers(int n) {
 
 /* ---- weights file ------------------------------------------------------------------------------------------ */
 
-static uint32_t crc32_bytes(const unsigned char *p, size_t n) {
-    uint32_t table[8][256];
+typedef struct {
+    uint32_t t[8][256];
+} crc_tables;
+
+static void crc_init(crc_tables *c) {
     for (uint32_t i = 0; i < 256; ++i) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-        table[0][i] = c;
+        uint32_t v = i;
+        for (int k = 0; k < 8; ++k) v = (v >> 1) ^ (0xEDB88320u & (0u - (v & 1u)));
+        c->t[0][i] = v;
     }
     for (uint32_t i = 0; i < 256; ++i)
-        for (int t = 1; t < 8; ++t) table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xFF];
-    uint32_t crc = 0xFFFFFFFFu;
-    for (; n >= 8; n -= 8, p += 8) {  /* slicing-by-8 */
+        for (int k = 1; k < 8; ++k) c->t[k][i] = (c->t[k - 1][i] >> 8) ^ c->t[0][c->t[k - 1][i] & 0xFF];
+}
+
+/* zlib's CRC-32, continued over p[0..n): start from 0; slicing-by-8. */
+static uint32_t crc_update(const crc_tables *c, uint32_t crc, const unsigned char *p, size_t n) {
+    crc = ~crc;
+    for (; n >= 8; n -= 8, p += 8) {
         uint32_t lo, hi;
         memcpy(&lo, p, 4);
         memcpy(&hi, p + 4, 4);
         lo ^= crc;
-        crc = table[7][lo & 0xFF] ^ table[6][(lo >> 8) & 0xFF] ^ table[5][(lo >> 16) & 0xFF] ^ table[4][lo >> 24] ^
-              table[3][hi & 0xFF] ^ table[2][(hi >> 8) & 0xFF] ^ table[1][(hi >> 16) & 0xFF] ^ table[0][hi >> 24];
+        crc = c->t[7][lo & 0xFF] ^ c->t[6][(lo >> 8) & 0xFF] ^ c->t[5][(lo >> 16) & 0xFF] ^ c->t[4][lo >> 24] ^
+              c->t[3][hi & 0xFF] ^ c->t[2][(hi >> 8) & 0xFF] ^ c->t[1][(hi >> 16) & 0xFF] ^ c->t[0][hi >> 24];
     }
-    while (n--) crc = (crc >> 8) ^ table[0][(crc ^ *p++) & 0xFF];
-    return crc ^ 0xFFFFFFFFu;
+    while (n--) crc = (crc >> 8) ^ c->t[0][(crc ^ *p++) & 0xFF];
+    return ~crc;
+}
+
+static uint32_t crc32_bytes(const unsigned char *p, size_t n) {
+    crc_tables c;
+    crc_init(&c);
+    return crc_update(&c, 0, p, n);
 }
 
 static uint32_t get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -231,13 +244,24 @@ static int read_weights(const char *path, void **out) {
         fclose(f);
         return code;
     }
-    unsigned char *w = aligned_zeroed((size_t)CNNCC_WEIGHTS_BYTES);
-    if (!w) {
+    unsigned char *w = NULL;
+    if (posix_memalign((void **)&w, ALIGN, (size_t)CNNCC_WEIGHTS_BYTES) != 0) {
         fclose(f);
         return fail(CNNCC_ERR_NOMEM, "cannot allocate %llu bytes for the weights",
                     (unsigned long long)CNNCC_WEIGHTS_BYTES);
     }
-    got = fread(w, 1, (size_t)CNNCC_WEIGHTS_BYTES, f);
+    /* Read and checksum in chunks, each while it is still in cache. */
+    crc_tables tables;
+    crc_init(&tables);
+    uint32_t crc = 0;
+    got = 0;
+    for (size_t chunk = 1u << 20; got < (size_t)CNNCC_WEIGHTS_BYTES;) {
+        size_t want = (size_t)CNNCC_WEIGHTS_BYTES - got < chunk ? (size_t)CNNCC_WEIGHTS_BYTES - got : chunk;
+        size_t n = fread(w + got, 1, want, f);
+        crc = crc_update(&tables, crc, w + got, n);
+        got += n;
+        if (n < want) break;
+    }
     int extra = fgetc(f) != EOF;
     fclose(f);
     if (got != (size_t)CNNCC_WEIGHTS_BYTES)
@@ -246,7 +270,7 @@ static int read_weights(const char *path, void **out) {
     else if (extra)
         code = fail(CNNCC_ERR_FORMAT, "weights file '%s' has bytes after its %llu-byte payload", path,
                     (unsigned long long)CNNCC_WEIGHTS_BYTES);
-    else if (crc32_bytes(w, got) != get32(h + 88))
+    else if (crc != get32(h + 88))
         code = fail(CNNCC_ERR_CHECKSUM, "weights file '%s': the payload fails its CRC-32 (the file was altered)",
                     path);
     if (code != CNNCC_OK) {

@@ -143,22 +143,24 @@ int main(int argc, char **argv) {
         status = bundle_error("create", code);
         goto cleanup;
     }
+    double t1 = now();
     code = cnncc_bundle_run(model, batch, inputs, input_bytes, outputs, output_bytes);
     if (code != CNNCC_OK) {
         status = bundle_error("run", code);
         goto cleanup;
     }
-    double t1 = now();
-    printf("%s: batch %lld, load + first run %.3f ms\n", CNNCC_BUNDLE_NAME, (long long)batch, (t1 - t0) * 1e3);
+    double t2 = now();
+    printf("%s: batch %lld, load + first run %.3f ms (create %.3f ms, first run %.3f ms)\n", CNNCC_BUNDLE_NAME,
+           (long long)batch, (t2 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
     if (repeats > 0) {
-        double t2 = now();
+        double t3 = now();
         for (int r = 0; r < repeats && code == CNNCC_OK; ++r)
             code = cnncc_bundle_run(model, batch, inputs, input_bytes, outputs, output_bytes);
         if (code != CNNCC_OK) {
             status = bundle_error("run", code);
             goto cleanup;
         }
-        printf("steady state: %.3f ms per run (mean of %d)\n", (now() - t2) * 1e3 / repeats, repeats);
+        printf("steady state: %.3f ms per run (mean of %d)\n", (now() - t3) * 1e3 / repeats, repeats);
     }
     int classes = CNNCC_BUNDLE_OUTPUT0_SAMPLE_ELEMS;
     if (top > classes) top = classes;
