@@ -69,14 +69,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                                                                         args.weight_decay),
                                          batch=args.max_batch, threads=args.threads, cpu=args.cpu,
                                          algorithms=algorithms)
-        compiled, choices = trainer.compiled, trainer.choices
+        compiled = trainer.compiled
+        compiled.choices = trainer.choices  # the forward convolutions' algorithms, into the manifest
         extra = {"training": {"loss": args.loss, "optimizer": args.optimizer, "weight_decay": args.weight_decay,
                               "slots": sorted(trainer.train.slots)}}
     else:
         compiled = cnncc.compile(model, batch=args.max_batch, threads=args.threads, cpu=args.cpu,
                                  algorithms=algorithms)
-        choices, extra = compiled.choices, {}
-    extra["algorithms"] = {layer: c.reason() for layer, c in choices.items()}  # what was chosen, and why
+        extra = {}
     compile_s = time.perf_counter() - t0
     files = write_bundle(compiled, args.output, args.name or model.name, embed_weights=args.embed_weights,
                          static=args.static, kind="training" if args.training else "inference", extra=extra)
