@@ -64,6 +64,17 @@ class Emitter:
     def store_vec(self, value: ir.Value, base: ir.Value, offset: ir.Value | int, align: int = 4) -> None:
         self.b.store(value, self.at(base, offset, F32), align=align)
 
+    def store_vec_nt(self, value: ir.Value, base: ir.Value, offset: ir.Value | int) -> None:
+        """A non-temporal (streaming) store of a whole vector: it writes the cache line without reading it first and
+        without keeping it in cache. The address must be aligned to the vector's size; after a thread's last one, call
+        :meth:`store_fence` before other threads read the data."""
+        st = self.b.store(value, self.at(base, offset, F32), align=self.width * 4)
+        st.set_metadata("nontemporal", self.module.add_metadata([ir.Constant(I32, 1)]))
+
+    def store_fence(self) -> None:
+        """``sfence``: orders this thread's earlier non-temporal stores before its later stores."""
+        self.b.call(self.intrinsic("llvm.x86.sse.sfence", VOID, []), [])
+
     def masked_store(self, value: ir.Value, base: ir.Value, offset: ir.Value | int, lanes: int) -> None:
         """Store the first ``lanes`` lanes of ``value`` (the tail of a channel dimension)."""
         mask_ty = ir.VectorType(I1, self.width)
@@ -153,6 +164,24 @@ class Emitter:
              name: str = "i") -> None:
         """A loop without carried values."""
         self.loop(start, stop, lambda i, _: (body(i), [])[1], (), name=name)
+
+    def each_streaming(self, out: ir.Value, nontemporal: bool, start: ir.Value | int, stop: ir.Value | int,
+                       body: Callable[[ir.Value, bool], None]) -> None:
+        """The loop over work items [start, stop), ``body(i, streaming)``: with ``streaming`` True (the body's
+        whole-vector stores to ``out`` non-temporal, see :meth:`store_vec_nt`; then a store fence) when
+        ``nontemporal`` and ``out`` is aligned to the vector's size at run time (an arena allocated by another
+        program may not be); with plain stores otherwise."""
+        if not nontemporal:
+            self.each(start, stop, lambda i: body(i, False), name="item")
+            return
+        b = self.b
+        aligned = b.icmp_unsigned("==", b.and_(b.ptrtoint(out, I64), i64(self.width * 4 - 1)), i64(0))
+        with b.if_else(aligned) as (stream, plain):
+            with stream:
+                self.each(start, stop, lambda i: body(i, True), name="item_nt")
+                self.store_fence()
+            with plain:
+                self.each(start, stop, lambda i: body(i, False), name="item")
 
     def if_then(self, cond: ir.Value, then: Callable[[], None]) -> None:
         with self.b.if_then(cond):

@@ -61,6 +61,7 @@ class Lowering:
         self._blob: list[bytes] = []
         self._blob_size = 0
         self._memo: dict[tuple[Any, ...], Placed] = {}
+        self.shared: dict[tuple[Any, ...], Any] = {}  # results a kernel lowering shares with a later one
         self._count = 0
         self.label_ranges: dict[str, int] = {}  # integer input -> number of classes (checked before each call)
 

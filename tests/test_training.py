@@ -263,3 +263,23 @@ def test_winograd_forward_with_filters_transformed_at_run_time(algorithm: str) -
     # conv1 and conv2 forward, and conv2's backward-data convolution (conv1 needs no dx)
     assert sum(c.kernel == "filter_transform" for c in trainer.compiled.program.calls) == 3
     step_vs_interpreter(model, SGD(0.05, momentum=0.9), x, y, steps=3, algorithms=algorithm)
+
+
+def test_winograd_streaming_stores_equal_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The non-temporal store paths (filter transform, input transform, GEMM output; taken on ResNet-18's large
+    layers only) forced on for a small net: the steps still equal the interpreter's, and the backward-data
+    convolution's filter transform reads the forward's weights in place (no gathered flipped copy)."""
+    import cnncc.codegen.kernels.transform_conv as tc
+
+    for name in ("STREAM_BYTES", "STREAM_V_BYTES", "STREAM_M_BYTES"):
+        monkeypatch.setattr(tc, name, 0)
+    x, y = batch(3, 8, (3, 13, 11), 5)
+    model = winograd_net()
+    trainer = cnncc.compile_training(model, optimizer=SGD(0.05, momentum=0.9), batch=3, threads=2,
+                                     algorithms="winograd4")
+    calls = trainer.compiled.program.calls
+    assert all(c.params.nontemporal for c in calls if c.kernel in ("filter_transform", "transform_input") or
+               (c.kernel == "conv_direct" and c.params.img_mult > 1))
+    assert sum(c.params.strides is not None for c in calls if c.kernel == "filter_transform") == 1
+    assert not any(c.kernel == "gather" and c.layer.startswith("conv2.grad") for c in calls)
+    step_vs_interpreter(model, SGD(0.05, momentum=0.9), x, y, steps=3, algorithms="winograd4")

@@ -51,7 +51,7 @@ from cnncc.codegen.kernels.relayout import RelayoutParams
 from cnncc.codegen.layout import Addr, Placed, blocked_addr, padded_channels
 from cnncc.codegen.lower import Lowering, lowering
 from cnncc.codegen.module import KernelEnv, kernel
-from cnncc.ir import Node
+from cnncc.ir import Node, ValueKind
 from cnncc.program import Buffer
 
 # -- pooling gradients ------------------------------------------------------------------------------------------
@@ -283,11 +283,12 @@ def _grad_input_winograd(lw: Lowering, node: Node) -> bool:
     """A 3x3 stride-1 backward-data convolution with run-time weights (a training step) is itself a 3x3 stride-1
     convolution of dy with the flipped, transposed filters: run it as Winograd F(4x4, 3x3) when the cost model
     (with the run-time filter transform charged) prefers it to direct convolution, like the forward layer. The
-    flipped filters are gathered to plain (C, K, 3, 3), then transformed by the forward's run-time kernel."""
+    forward's run-time filter transform reads the flipped, transposed filters straight from the (K, C, 3, 3) weights
+    (strided loads; no gathered copy)."""
     from types import SimpleNamespace
 
     from cnncc.codegen.convalgo import ConvShape
-    from cnncc.codegen.kernels.transform_conv import lower_transform_conv
+    from cnncc.codegen.kernels.transform_conv import WeightStrides, lower_transform_conv
     from cnncc.codegen.select import MachineModel, estimate
     from cnncc.ops.conv2d import Conv2dAttrs
     from cnncc.tuning import TuningDB
@@ -306,11 +307,11 @@ def _grad_input_winograd(lw: Lowering, node: Node) -> bool:
     algo = "winograd4"
     if estimate(shape, algo, machine, lw.width, None, True) >= estimate(shape, "direct", machine, lw.width, None, True):
         return False
-    flipped = lw.packed(wv, lambda wa: np.ascontiguousarray(wa[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)),
-                        f"{node.layer}.weight.flipped", node.layer)
+    weights = (lw.tensor(wv, node.layer) if wv.kind is ValueKind.PARAM else lw.plain(wv, node.layer)).buffer
+    flipped = WeightStrides(9, c * 9, tuple(range(8, -1, -1)))  # (C, K, 3, 3)[c, k, t] = w[k, c, 8 - t]
     conv = SimpleNamespace(op="conv2d", attrs=Conv2dAttrs(padding=pad), outputs=node.outputs, layer=node.layer,
                            inputs=(dyv, SimpleNamespace(shape=(c, k, 3, 3))))
-    lower_transform_conv(lw, conv, algo, None, (), None, (), w_buffer=flipped)  # type: ignore[arg-type]
+    lower_transform_conv(lw, conv, algo, None, (), None, (), w_buffer=weights, w_strides=flipped)  # type: ignore[arg-type]
     return True
 
 

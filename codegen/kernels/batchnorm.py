@@ -129,6 +129,7 @@ def _apply(lw: Lowering, node: Node, x: Placed, dy: Placed | None, coef: Buffer,
 def lower_batch_norm_training(lw: Lowering, node: Node) -> None:
     x = _blocked_x(lw, node.inputs[0], node.layer, "batch_norm")
     stats, cpad = _sums(lw, x, None, node.layer)
+    lw.shared[("bn_sums", id(node.inputs[0]))] = (stats, cpad)  # the same batch's running statistics reuse them
     coef = lw.arena(4 * cpad, f"{node.layer}.coef", per_image=False)
     ops = tuple(channel_vector(lw, v, node.layer) for v in node.inputs[1:3])
     p = FinalizeParams("train", stats, coef, ops, (), x.dims[1], cpad, x.dims[2] * x.dims[3], eps=node.attrs.eps)
@@ -172,7 +173,8 @@ def lower_batch_norm_grad(lw: Lowering, node: Node) -> None:
 @lowering("batch_norm_stats")
 def lower_batch_norm_stats(lw: Lowering, node: Node) -> None:
     x = _blocked_x(lw, node.inputs[0], node.layer, "batch_norm_stats")
-    stats, cpad = _sums(lw, x, None, node.layer)
+    # The forward batch_norm of the same value already summed it (same kernel, same order: the same bits).
+    stats, cpad = lw.shared.get(("bn_sums", id(node.inputs[0]))) or _sums(lw, x, None, node.layer)
     c = x.dims[1]
     new_mean, new_var = _unbatched(lw, c, f"{node.layer}.mean"), _unbatched(lw, c, f"{node.layer}.var")
     ops = tuple(channel_vector(lw, v, node.layer) for v in node.inputs[1:3])

@@ -80,6 +80,7 @@ class ConvParams:
     zero_tail: int = 0  # blocked output with K % W != 0: real lanes of the last block (the rest are forced to 0)
     img_mult: int = 1  # images per batch element (a transform-domain GEMM runs one image per point)
     w_img: int = 0  # weight floats from one of those images to the next (each point has its own matrix)
+    nontemporal: bool = False  # streaming stores of whole output vectors (when y is 64-byte aligned at run time)
 
 
 def choose_schedule(width: int, k_blocks: int, out_w: int, taps: int, weights_dominate: bool = False) -> ConvSchedule:
@@ -322,7 +323,7 @@ class _Tile:
 
 
 def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], ur: int, y_item: ir.Value,
-              ow0: ir.Value, kg: ir.Value, r_item: ir.Value) -> None:
+              ow0: ir.Value, kg: ir.Value, r_item: ir.Value, nontemporal: bool = False) -> None:
     b = em.b
     y = env.ptr(p.y)
     last_group = b.icmp_signed("==", kg, i64(p.k_blocks // p.sched.ocb - 1))
@@ -357,6 +358,8 @@ def _epilogue(em: Emitter, env: KernelEnv, p: ConvParams, accs: list[ir.Value], 
                         em.masked_store(v, y, off, p.k_tail)
                     with otherwise:
                         em.store_vec(v, y, off)
+            elif nontemporal:
+                em.store_vec_nt(v, y, off)
             else:
                 em.store_vec(v, y, off)
 
@@ -370,8 +373,19 @@ def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
     lo, hi = em.thread_range(b.mul(images, i64(kgroups * p.out_h)))
     x, w = env.ptr(p.x), env.ptr(p.w)
 
-    def item(it: ir.Value) -> None:
-        if p.sched.split_rows:  # items run (image, row, group): a thread's share is a band of rows
+    def item(it: ir.Value, nt: bool) -> None:
+        if p.img_mult > 1 and p.out_w:
+            # Transform-domain GEMMs: items run (point, group, row, batch element), so the images that share a
+            # point's weights run one after the other and read its panel from cache; in (image, group) order each
+            # image streamed its point's whole matrix (ResNet-18 layer4 at batch 8: 1 MiB per point for 4 tiles,
+            # the 36 points' 38 MB read 8 times from memory).
+            bi = b.urem(it, env.batch)
+            rest = b.udiv(it, env.batch)
+            oh = b.urem(rest, i64(p.out_h))
+            rest = b.udiv(rest, i64(p.out_h))
+            kg, pt = b.urem(rest, i64(kgroups)), b.udiv(rest, i64(kgroups))
+            n = b.add(b.mul(bi, i64(p.img_mult)), pt)
+        elif p.sched.split_rows:  # items run (image, row, group): a thread's share is a band of rows
             kg = b.urem(it, i64(kgroups))
             rest = b.udiv(it, i64(kgroups))
             oh, n = b.urem(rest, i64(p.out_h)), b.udiv(rest, i64(p.out_h))
@@ -395,15 +409,15 @@ def emit_conv_direct(em: Emitter, env: KernelEnv, p: ConvParams) -> None:
 
         def main(t: ir.Value) -> None:
             ow0 = b.mul(t, i64(ur))
-            _epilogue(em, env, p, tile.accumulate(ur, ow0), ur, y_item, ow0, kg, r_item)
+            _epilogue(em, env, p, tile.accumulate(ur, ow0), ur, y_item, ow0, kg, r_item, nt)
 
         em.each(0, full, main, name="tile")
         if p.out_w and p.out_w % ur:  # one narrower tile for the rest of the row (13 = 7 + 6, not 7 + 6 x 1)
             rest, ow0 = p.out_w % ur, i64(p.out_w - p.out_w % ur)
-            _epilogue(em, env, p, tile.accumulate(rest, ow0), rest, y_item, ow0, kg, r_item)
+            _epilogue(em, env, p, tile.accumulate(rest, ow0), rest, y_item, ow0, kg, r_item, nt)
         elif ur > 1 and p.out_w == 0:  # batch rows (linear): the count is known at run time only
             em.each(b.mul(full, i64(ur)), out_w,
                     lambda ow0: _epilogue(em, env, p, tile.accumulate(1, ow0), 1, y_item, ow0, kg, r_item),
                     name="tail")
 
-    em.each(lo, hi, item, name="item")
+    em.each_streaming(env.ptr(p.y), p.nontemporal, lo, hi, item)

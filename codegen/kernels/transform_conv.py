@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from cnncc.codegen.emit import F32, I1, I32, I64, PTR, Emitter, i64
+from cnncc.codegen.emit import F32, I1, I32, I64, PTR, VOID, Emitter, i64
 from cnncc.codegen.kernels.activation import Act, apply_act
 from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, bias_buffer, choose_schedule, pack_weights
 from cnncc.codegen.layout import padded_channels
@@ -53,6 +53,7 @@ class InputTransformParams:
     v_img: int
     v_point: int
     v_cblk: int
+    nontemporal: bool = False  # streaming stores of V (see :data:`STREAM_V_BYTES`)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,11 +104,12 @@ def apply_stages(em: Emitter, values: list[ir.Value], stages: tuple[Stage, ...])
 
 
 def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray | None, pre: tuple[Act, ...],
-                         residual: Value | None, post: tuple[Act, ...], w_buffer: Buffer | None = None) -> None:
+                         residual: Value | None, post: tuple[Act, ...], w_buffer: Buffer | None = None,
+                         w_strides: WeightStrides | None = None) -> None:
     """``w``: the weights when known at compile time (transformed then, in float64); ``None`` for training state or
     computed weights, transformed by a run-time kernel (Winograd only: see :func:`runtime_filter_transform`), read
-    from ``node.inputs[1]`` or from ``w_buffer`` (plain (K, C, R, S) floats: the flipped filters of a backward-data
-    convolution)."""
+    from ``node.inputs[1]`` or from ``w_buffer`` (plain (K, C, R, S) floats, or any layout ``w_strides`` describes:
+    a backward-data convolution reads the forward's filters flipped and transposed in place)."""
     a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
     x = node.inputs[0]
     k, c, r, s = node.inputs[1].shape
@@ -130,19 +132,21 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
         src.buffer, v, x_origin=xa.base - pt * xa.row - pl * xa.col, x_img=xa.img, x_cblk=xa.cblk, x_row=xa.row,
         x_col=xa.col, c_blocks=cb, tiles_h=th, tiles_w=tw, step_h=tc.step_h, step_w=tc.step_w, tile=tc.tile,
         pair=tc.pair, stages=tc.input_stages, v_img=tc.points * pcb * tiles * width, v_point=pcb * tiles * width,
-        v_cblk=tiles * width), (src.buffer,), (v,), node.layer, parallel=True)
+        v_cblk=tiles * width, nontemporal=4 * n * tc.points * pcb * tiles * width >= STREAM_V_BYTES),
+        (src.buffer,), (v,), node.layer, parallel=True)
     sched = gemm_schedule(tc, k, tiles, width)
     if w is not None:
         packed = pack_transformed(tc, w, width, sched.ocb)
         wbuf = lw.weights(packed, f"{node.layer}.weight.{algorithm}")
         w_img = packed[0].size
     else:
-        wbuf, w_img = runtime_filter_transform(lw, node, tc, sched.ocb, w_buffer)
+        wbuf, w_img = runtime_filter_transform(lw, node, tc, sched.ocb, w_buffer, w_strides)
     gemm = ConvParams(
         x=v, w=wbuf, bias=None, y=m, x_origin=0, x_img=pcb * tiles * width, x_cblk=tiles * width, x_row=0,
         x_col=width, in_cb=width, in_blocks=pcb, grp_in_blocks=0, blocks_per_group=pkb, y_base=0,
         y_img=pkb * tiles * width, y_kblk=tiles * width, y_row=0, y_col=width, out_h=1, out_w=tiles, k_blocks=pkb,
-        k_tail=0, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched, img_mult=tc.points, w_img=w_img)
+        k_tail=0, r=1, s=1, sh=1, sw=1, dh=1, dw=1, sched=sched, img_mult=tc.points, w_img=w_img,
+        nontemporal=4 * n * tc.points * pkb * tiles * width >= STREAM_M_BYTES)
     lw.call("conv_direct", gemm, (v, wbuf), (m,), node.layer, parallel=True,
             macs=n * tc.points * tiles * pcb * pkb * width * width)
     out = lw.new_blocked((n, k, oh, ow), node.layer)
@@ -160,11 +164,35 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
     lw.placed[node.outputs[0]] = out
 
 
+# Transformed weights at least this big are written with non-temporal stores: they do not stay in L2 (1 MiB per core)
+# for the GEMM that reads them next, so caching them only costs the read-for-ownership of every line.
+STREAM_BYTES = 16 << 20
+# Transformed inputs (V) at least this big are written with non-temporal stores. Measured on ResNet-18's layers at
+# batch 8 (input transform + GEMM + output transform): 128 channels at 28x28 (V 7 MB) and 64 at 56x56 (14 MB) gain
+# 0.3-1.5 ms a layer (the transform's writes are half its time, the GEMM is not slower); 256 at 14x14 (4.7 MB) is
+# within the noise; filters (above) need more, as the GEMM reads them many times.
+STREAM_V_BYTES = 6 << 20
+STREAM_M_BYTES = 6 << 20  # the GEMM's output, likewise
+PREFETCH_AHEAD = 8  # input channels (work items of one output block) between a prefetch and the gathers it feeds
+
+
+@dataclass(frozen=True)
+class WeightStrides:
+    """Where filter element (k, c, tap) of a run-time filter transform is read: ``k * self.k + c * self.c +
+    self.taps[tap]`` floats into the buffer. Plain (K, C, R, S) is ``(C*R*S, R*S, (0, 1, .., R*S-1))``; the flipped,
+    transposed filters of a backward-data convolution, read from the forward's (C', K', R, S), are
+    ``(R*S, K'*R*S, (R*S-1, .., 0))``."""
+
+    k: int
+    c: int
+    taps: tuple[int, ...]
+
+
 @dataclass(frozen=True, eq=False)
 class FilterTransformParams:
     """``u[p] = pack(M[p] · w)``: the Winograd filter transform at run time, straight into the packed layout of
     :func:`pack_transformed` (per point: (K/(W·ocb), C/W, W, ocb, W)); one work item per (output block, input
-    channel), its W output channels gathered from the plain (K, C, R, S) weights."""
+    channel), its W output channels gathered from the plain (K, C, R, S) weights, items in the packed order."""
 
     w: Buffer
     u: Buffer
@@ -176,10 +204,13 @@ class FilterTransformParams:
     ocb: int
     w_img: int
     matrix: tuple[tuple[float, ...], ...]  # points x (R*S): the transform of each filter tap
+    nontemporal: bool = False  # streaming stores (see :func:`emit_filter_transform`)
+    strides: WeightStrides | None = None  # None: plain (K, C, R, S)
 
 
 def runtime_filter_transform(lw: Lowering, node: Node, tc: TransformConv, ocb: int,
-                             w_buffer: Buffer | None = None) -> tuple[Buffer, int]:
+                             w_buffer: Buffer | None = None,
+                             w_strides: WeightStrides | None = None) -> tuple[Buffer, int]:
     """Packed transformed weights of ``node`` computed at run time from its weights (training state or a computed
     value); returns the buffer and the floats per point. The transform is linear, so its matrix is read off the
     compile-time transform of the unit filters."""
@@ -196,13 +227,19 @@ def runtime_filter_transform(lw: Lowering, node: Node, tc: TransformConv, ocb: i
         w_buffer = (lw.tensor(wv, node.layer) if wv.kind is ValueKind.PARAM else lw.plain(wv, node.layer)).buffer
     u = lw.arena(tc.points * w_img, f"{node.layer}.weight.{tc.kind}", per_image=False)
     p = FilterTransformParams(w_buffer, u, k, c, r * s, kp // width, cp, ocb, w_img,
-                              tuple(tuple(float(v) for v in row) for row in matrix))
+                              tuple(tuple(float(v) for v in row) for row in matrix),
+                              nontemporal=tc.points * w_img * 4 >= STREAM_BYTES, strides=w_strides)
     lw.call("filter_transform", p, (w_buffer,), (u,), node.layer, parallel=True)
     return u, w_img
 
 
 @kernel("filter_transform")
 def emit_filter_transform(em: Emitter, env: KernelEnv, p: FilterTransformParams) -> None:
+    """Work items in the order of the packed output, (output group, input channel, block in the group): item ``it``
+    writes the vector at ``it * W`` of every point, so each thread streams ``points`` contiguous ranges (a full
+    cache line per store; half-written lines evicted from L2 and read back cost as much as the writes). With
+    ``p.nontemporal`` (transformed weights too big to stay in cache for the GEMM that reads them), the stores
+    bypass the cache when the buffer is 64-byte aligned (checked at run time; plain stores otherwise)."""
     b, width = em.b, em.width
     w, u = env.ptr(p.w), env.ptr(p.u)
     lo, hi = em.thread_range(p.k_blocks * p.c_pad)
@@ -211,24 +248,31 @@ def emit_filter_transform(em: Emitter, env: KernelEnv, p: FilterTransformParams)
     mvec = ir.VectorType(I1, width)
     gather = em.intrinsic(f"llvm.masked.gather.v{width}f32.v{width}p0", em.vec, [pvec, I32, mvec, em.vec])
     lanes = ir.Constant(lvec, [ir.Constant(I64, i) for i in range(width)])
-    in_blocks = p.c_pad // width
+    st = p.strides or WeightStrides(p.c * p.rs, p.rs, tuple(range(p.rs)))
+    prefetch = em.intrinsic("llvm.prefetch.p0", VOID, [PTR, I32, I32, I32])
 
-    def item(it: ir.Value) -> None:
-        kb, c = em.digits(it, (p.c_pad,))
-        kg, o = b.udiv(kb, i64(p.ocb)), b.urem(kb, i64(p.ocb))
-        cb, ci = b.udiv(c, i64(width)), b.urem(c, i64(width))
+    def item(it: ir.Value, nontemporal: bool) -> None:
+        kg, c, o = em.digits(it, (p.c_pad, p.ocb))
+        kb = b.add(b.mul(kg, i64(p.ocb)), o)
         ks = b.add(b.mul(em.splat64(kb, lvec), ir.Constant(lvec, [ir.Constant(I64, width)] * width)), lanes)
         in_range = b.and_(b.icmp_signed("<", ks, ir.Constant(lvec, [ir.Constant(I64, p.k)] * width)),
                           em.splat_bool(b.icmp_signed("<", c, i64(p.c)), mvec))
-        row = b.add(b.mul(ks, ir.Constant(lvec, [ir.Constant(I64, p.c * p.rs)] * width)),
-                    em.splat64(b.mul(c, i64(p.rs)), lvec))
+        row = b.add(b.mul(ks, ir.Constant(lvec, [ir.Constant(I64, st.k)] * width)),
+                    em.splat64(b.mul(c, i64(st.c)), lvec))
+        if st.k == p.rs and sorted(st.taps) == list(range(p.rs)):
+            # Lanes read one contiguous W*R*S run (the flipped filters of a backward-data convolution); consecutive
+            # items jump a whole filter row (K*R*S floats), which the hardware prefetchers do not follow across
+            # pages: fetch the run PREFETCH_AHEAD input channels ahead.
+            ahead = b.add(b.mul(kb, i64(width * st.k)), b.mul(b.add(c, i64(PREFETCH_AHEAD)), i64(st.c)))
+            for line in range(-(-width * p.rs // 16) + 1):
+                at = b.gep(w, [b.add(ahead, i64(16 * line))], source_etype=F32)  # not inbounds: may pass the end
+                b.call(prefetch, [at, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
         taps = []
         for j in range(p.rs):
-            ptrs = b.gep(w, [b.add(row, ir.Constant(lvec, [ir.Constant(I64, j)] * width))], source_etype=F32)
+            ptrs = b.gep(w, [b.add(row, ir.Constant(lvec, [ir.Constant(I64, st.taps[j])] * width))], source_etype=F32)
             ptrs.type = pvec  # a vector of pointers (llvmlite types a GEP with a vector index as scalar)
             taps.append(b.call(gather, [ptrs, ir.Constant(I32, 4), in_range, em.vconst(0.0)]))
-        base = b.add(b.mul(b.add(b.mul(b.add(b.mul(kg, i64(in_blocks)), cb), i64(width)), ci), i64(p.ocb * width)),
-                     b.mul(o, i64(width)))
+        base = b.mul(it, i64(width))  # ((kg * c_pad + c) * ocb + o) * W: the packed (kg, cb, ci, o, lane) order
         for point, coeffs in enumerate(p.matrix):
             acc = None
             for tap, cf in zip(taps, coeffs, strict=True):
@@ -236,9 +280,13 @@ def emit_filter_transform(em: Emitter, env: KernelEnv, p: FilterTransformParams)
                     continue
                 term = tap if cf == 1.0 else b.fmul(tap, em.vconst(cf))
                 acc = term if acc is None else b.fadd(acc, term)
-            em.store_vec(acc if acc is not None else em.vconst(0.0), u, b.add(base, i64(point * p.w_img)))
+            value = acc if acc is not None else em.vconst(0.0)
+            if nontemporal:
+                em.store_vec_nt(value, u, b.add(base, i64(point * p.w_img)))
+            else:
+                em.store_vec(value, u, b.add(base, i64(point * p.w_img)))
 
-    em.each(lo, hi, item, name="item")
+    em.each_streaming(u, p.nontemporal, lo, hi, item)
 
 
 def gemm_schedule(tc: TransformConv, k: int, tiles: int, width: int) -> ConvSchedule:
@@ -264,7 +312,7 @@ def emit_transform_input(em: Emitter, env: KernelEnv, p: InputTransformParams) -
     x, v = env.ptr(p.x), env.ptr(p.v)
     lo, hi = em.thread_range(b.mul(env.batch, i64(p.c_blocks * p.tiles_h)))
 
-    def item(it: ir.Value) -> None:
+    def item(it: ir.Value, nontemporal: bool) -> None:
         n, cb, th = em.digits(it, (p.c_blocks, p.tiles_h))
         x_row0 = b.add(b.add(i64(p.x_origin), b.mul(n, i64(p.x_img))),
                        b.add(b.mul(cb, i64(p.x_cblk)), b.mul(th, i64(p.step_h * p.x_row))))
@@ -278,11 +326,12 @@ def emit_transform_input(em: Emitter, env: KernelEnv, p: InputTransformParams) -
             v_t = b.add(v_item, b.mul(t, i64(em.width)))
             for idx, val in enumerate(out):
                 point, q = divmod(idx, p.pair)
-                em.store_vec(val, v, b.add(v_t, i64(point * p.v_point + q * p.c_blocks * p.v_cblk)))
+                (em.store_vec_nt if nontemporal else em.store_vec)(
+                    val, v, b.add(v_t, i64(point * p.v_point + q * p.c_blocks * p.v_cblk)))
 
         em.each(0, p.tiles_w, tile, name="tile")
 
-    em.each(lo, hi, item, name="item")
+    em.each_streaming(v, p.nontemporal, lo, hi, item)
 
 
 @kernel("transform_output")
