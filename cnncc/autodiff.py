@@ -92,14 +92,7 @@ class VjpContext:
 
 
 def _copy_forward(graph: Graph, b: GraphBuilder) -> dict[Value, Value]:
-    mapping: dict[Value, Value] = {}
-    for v in graph.inputs:
-        mapping[v] = b.input(v.name, v.shape, v.dtype, v.type.layout)
-    for p in graph.params:
-        mapping[p] = b.param(p.name, p.shape, p.dtype, trainable=p.trainable)
-    for n in graph.nodes:
-        outs = b.apply_multi(n.op, [mapping[v] for v in n.inputs], n.attrs, layer=n.layer)
-        mapping.update(zip(n.outputs, outs, strict=True))
+    mapping = b.copy_nodes(graph, b.copy_inputs(graph))
     for name, v in zip(graph.output_names, graph.outputs, strict=True):
         b.output(mapping[v], name)
     return mapping

@@ -100,7 +100,7 @@ def with_loss(model_graph: Graph, loss: str) -> Graph:
         raise CnnccError(f"training: model '{model_graph.name}' has {len(model_graph.outputs)} outputs; training "
                          "needs one (the logits)")
     b = GraphBuilder(f"{model_graph.name}_train")
-    m = _copy_inputs(model_graph, b)
+    m = b.copy_inputs(model_graph)
     seed: Value | None = None  # training dropout: a per-step run-time seed operand and a per-layer salt
     for node in model_graph.nodes:
         ins, attrs = [m[v] for v in node.inputs], node.attrs
@@ -113,15 +113,6 @@ def with_loss(model_graph: Graph, loss: str) -> Graph:
     b.output(loss_v, "loss")
     b.output(logits, "logits")
     return b.build()
-
-
-def _copy_inputs(src: Graph, b: GraphBuilder) -> dict[Value, Value]:
-    m: dict[Value, Value] = {}
-    for v in src.inputs:
-        m[v] = b.input(v.name, v.shape, v.dtype, v.type.layout)
-    for p in src.params:
-        m[p] = b.param(p.name, p.shape, p.dtype, trainable=p.trainable)
-    return m
 
 
 def _recompute_order(g: Graph, forward: int, ops: Sequence[str]) -> list[tuple[Node, bool]]:
@@ -178,7 +169,7 @@ def training_graph(model_graph: Graph, loss: str = "cross_entropy", optimizer: O
     g = grad(fwd, loss_output="loss")
     forward = len(fwd.nodes)
     b = GraphBuilder(f"{model_graph.name}_step")
-    m = _copy_inputs(g, b)
+    m = b.copy_inputs(g)
     scalars = {name: b.input(name, (), DType.FLOAT32) for name in optimizer.scalars}
     ops = RECOMPUTABLE if recompute is True else tuple(recompute or ())
     order = _recompute_order(g, forward, ops) if ops else [(n, False) for n in g.nodes]

@@ -9,6 +9,7 @@ through the arithmetic as IEEE 754 says (as in the reference interpreter) unless
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -135,11 +136,11 @@ class CompiledModel:
     def input_names(self) -> list[str]:
         return [v.name for v in self.graph.inputs]
 
-    @property
+    @functools.cached_property
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec(v.name, v.dtype.numpy, tuple(v.shape), bool(v.shape)) for v in self.graph.inputs]
 
-    @property
+    @functools.cached_property
     def output_specs(self) -> list[TensorSpec]:
         """The outputs a call returns (training state outputs are written in place, not returned)."""
         values = dict(zip(self.graph.output_names, self.graph.outputs, strict=True))

@@ -263,14 +263,7 @@ def test_slice_reference_and_range_check() -> None:
 def with_loss(graph: Graph) -> Graph:
     """The model's training graph with ``cross_entropy(logits, target)`` appended as the output ``loss``."""
     b = GraphBuilder(f"{graph.name}_loss")
-    mapping = {}
-    for v in graph.inputs:
-        mapping[v] = b.input(v.name, v.shape, v.dtype, v.type.layout)
-    for p in graph.params:
-        mapping[p] = b.param(p.name, p.shape, p.dtype, trainable=p.trainable)
-    for n in graph.nodes:
-        outs = b.apply_multi(n.op, [mapping[v] for v in n.inputs], n.attrs, layer=n.layer)
-        mapping.update(zip(n.outputs, outs, strict=True))
+    mapping = b.copy_nodes(graph, b.copy_inputs(graph))
     (logits,) = graph.outputs
     target = b.input("target", (logits.shape[0],), DType.INT64)
     b.output(b.apply("cross_entropy", [mapping[logits], target], layer="loss"), "loss")

@@ -188,6 +188,20 @@ class GraphBuilder:
             self._known.add(id(o))
         return node.outputs
 
+    def copy_inputs(self, graph: Graph) -> dict[Value, Value]:
+        """Declare ``graph``'s inputs and parameters in this graph (same names, types, layouts, trainability);
+        returns the map from ``graph``'s values to the new ones."""
+        m: dict[Value, Value] = {v: self.input(v.name, v.shape, v.dtype, v.type.layout) for v in graph.inputs}
+        m.update({p: self.param(p.name, p.shape, p.dtype, trainable=p.trainable) for p in graph.params})
+        return m
+
+    def copy_nodes(self, graph: Graph, mapping: dict[Value, Value]) -> dict[Value, Value]:
+        """Apply every node of ``graph`` again here, reading ``mapping``'s values; adds their outputs to it."""
+        for n in graph.nodes:
+            outs = self.apply_multi(n.op, [mapping[v] for v in n.inputs], n.attrs, layer=n.layer)
+            mapping.update(zip(n.outputs, outs, strict=True))
+        return mapping
+
     def output(self, value: Value, name: str | None = None) -> None:
         if id(value) not in self._known:
             raise GraphError(f"graph '{self.name}': output {value!r} does not belong to this graph")

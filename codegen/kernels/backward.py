@@ -43,7 +43,7 @@ import numpy as np
 from llvmlite import ir
 
 from cnncc.codegen.emit import F32, F64, Emitter, i64
-from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, choose_schedule
+from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, _dense_from_groups, choose_schedule
 from cnncc.codegen.kernels.depthwise import DepthwiseParams
 from cnncc.codegen.kernels.grad import FillParams, _unbatched
 from cnncc.codegen.kernels.pool import _bounds
@@ -324,15 +324,6 @@ def _pack_conv(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: in
     return np.ascontiguousarray(t.transpose(0, 3, 5, 6, 4, 1, 2))
 
 
-def _dense(w: np.ndarray, groups: int, c: int) -> np.ndarray:
-    k, cg, r, s = w.shape
-    kg = k // groups
-    dense = np.zeros((k, c, r, s), w.dtype)
-    for g in range(groups):
-        dense[g * kg:(g + 1) * kg, g * cg:(g + 1) * cg] = w[g * kg:(g + 1) * kg]
-    return dense
-
-
 @lowering("conv2d_grad_input")
 def lower_conv2d_grad_input(lw: Lowering, node: Node) -> None:
     a = node.attrs
@@ -386,7 +377,7 @@ def lower_conv2d_grad_input(lw: Lowering, node: Node) -> None:
         flipped = wa.reshape(g, kg, cg, r, s)[:, :, :, ::-1, ::-1]
         wt = flipped.transpose(0, 2, 1, 3, 4).reshape(c, kg, r, s)  # (C, K/g, R, S): grouped conv C <- K
         if dense:
-            wt = _dense(wt, g, k)
+            wt = _dense_from_groups(wt, g, k)
         return _pack_conv(wt, k_blocks, sched.ocb, width, in_blocks, width)
 
     params = ConvParams(
@@ -469,7 +460,7 @@ def _grad_input_polyphase(lw: Lowering, node: Node) -> bool:
                 sub = wa.reshape(g, kg, cg, r, s)[:, :, :, list(ph.taps)][:, :, :, :, list(pw.taps)]
                 wt = sub.transpose(0, 2, 1, 3, 4).reshape(c, kg, len(ph.taps), len(pw.taps))
                 if dense:
-                    wt = _dense(wt, g, k)
+                    wt = _dense_from_groups(wt, g, k)
                 return _pack_conv(wt, k_blocks, ocb, width, in_blocks, width)
 
             name = f"{node.layer}.phase{ph.p}{pw.p}"
