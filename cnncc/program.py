@@ -58,6 +58,9 @@ class Program:
     batched_outputs: list[bool] = field(default_factory=list)  # per output: one per image (else one for the call)
     weights: bytes = b""
     arena_bytes: int = 0
+    # layer -> the convolution algorithm its lowering emitted ("direct", "depthwise", "im2col", "winograd4", ...):
+    # what actually ran, which the compiled model reports and every algorithm test asserts
+    algorithms: dict[str, str] = field(default_factory=dict)
 
     def arena_buffers(self) -> list[Buffer]:
         seen: dict[int, Buffer] = {}
