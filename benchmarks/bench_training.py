@@ -4,7 +4,7 @@
         [--models lenet5,resnet18] [--batch 64,8] [--threads 2] [--rounds 12] [--no-recompute]
 
 One step is forward (training mode) + cross-entropy + backward + SGD (lr 0.01, momentum 0.9) on both sides:
-``cnncc.compile_training(...).step(x, y)`` against the PyTorch twin (``cnncc.twins``, holding the same weights) doing
+``cnncc.compile_training(...).step(x, y)`` against the PyTorch twin (``cnncc.testing.twins``, holding the same weights) doing
 zero_grad + forward + ``F.cross_entropy`` + backward + ``optimizer.step()``. Contenders, timed round-robin in one
 run (warm-up, then rounds A, B, C, D, A, B, ...; both sides reset to the initial weights at the start of each round,
 outside the timings): cnncc, cnncc with ``recompute=True``, PyTorch with its default ``torch.backends.mkldnn``
@@ -91,7 +91,7 @@ class TorchSide:
     def __init__(self, name: str, params: dict[str, np.ndarray], threads: int) -> None:
         import torch
 
-        from cnncc.twins import TWINS
+        from cnncc.testing.twins import TWINS
 
         torch.set_num_threads(threads)
         self.torch = torch
@@ -173,7 +173,7 @@ def float64_gradients(name: str, init: dict[str, np.ndarray], x: np.ndarray, y: 
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    from cnncc.twins import TWINS
+    from cnncc.testing.twins import TWINS
 
     twin = TWINS[name]().train().double()
     twin.load_state_dict({k: torch.from_numpy(v).double() for k, v in init.items()}, strict=True)

@@ -34,7 +34,7 @@ from cnncc.ops.max_pool2d import max_pool2d_indices
 from cnncc.runtime.compiled import compile_graph
 from cnncc.testing import TOL_F32_MODEL, randomize, rel_error
 from cnncc.training import with_loss
-from cnncc.twins import TWINS
+from cnncc.testing.twins import TWINS
 
 CASES = {"lenet5": 4, "alexnet": 2, "vgg11": 2, "resnet18": 2}  # model -> batch
 RUN_SEED = 5  # the training step's dropout seed (the run-time operand)

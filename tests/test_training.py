@@ -23,7 +23,7 @@ from cnncc.optim import SGD, Adagrad, Adam, RMSprop
 from cnncc.runtime import interpret
 from cnncc.testing import TOL_F32_MODEL, TOL_F32_REDUCTION, rel_error
 from cnncc.training import saved_activations, training_graph
-from cnncc.twins import twin_lenet5
+from cnncc.testing.twins import twin_lenet5
 
 OPTIMIZERS = {
     "sgd": SGD(0.05),

@@ -40,7 +40,7 @@ from cnncc.ops.slice import SliceAttrs
 from cnncc.ops.sum_to import SumToAttrs
 from cnncc.runtime import interpret
 from cnncc.testing import TOL_F32_MODEL, TOL_F32_REDUCTION, TOL_F64, randomize, rel_error, single_op_graph
-from cnncc.twins import TWINS
+from cnncc.testing.twins import TWINS
 
 torch.set_num_threads(2)
 

@@ -23,7 +23,7 @@ from cnncc.testing import TOL_F32_MODEL, randomize, rel_error
 
 torch.set_num_threads(2)
 
-from cnncc.twins import TWINS  # noqa: E402
+from cnncc.testing.twins import TWINS  # noqa: E402
 
 MODELS = list(ZOO)
 
