@@ -10,7 +10,7 @@
    (the best of run A, what `cnncc tune` stores) are each compared with the best of run B (an independent
    measurement, so noise is not hidden).
 
-Each layer is compiled on its own (see cnncc.codegen.measure: the layer's own kernels, best of repeated profiled
+Each layer is compiled on its own (see cnncc.tuner: the layer's own kernels, best of repeated profiled
 runs). % of peak divides by the single-core FMA peak measured at the start of the run. Results go to
 ``benchmarks/results/<date>-algorithms.json``.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import cnncc
 from cnncc.codegen.convalgo import ConvShape, why_not
-from cnncc.codegen.measure import measure_many, model_convs
+from cnncc.tuner import measure_many, model_convs
 from cnncc.codegen.peak import measure_peak_gflops
 from cnncc.codegen.select import DEFAULT_ALGORITHMS, CpuConvChooser, MachineModel
 from cnncc.codegen.target import Target

@@ -28,7 +28,7 @@ def _setup(args: argparse.Namespace, all_errors: bool = False) -> tuple[Any, Any
 
 
 def _shapes(graph: Any, layer: str | None) -> dict[Any, list[str]]:
-    from cnncc.codegen.measure import model_convs
+    from cnncc.tuner import model_convs
 
     shapes = model_convs(graph)
     if layer is None:
@@ -52,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnncc.codegen.measure import applicable, measure_many
+    from cnncc.tuner import applicable, measure_many
     from cnncc.codegen.peak import measure_peak_gflops
 
     model, graph, chooser, target = _setup(args)
@@ -136,7 +136,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from cnncc.codegen.measure import tune_shapes
+    from cnncc.tuner import tune_shapes
 
     if args.budget is not None and args.budget <= 0:
         raise InputError(f"--budget must be a positive number of seconds, got {args.budget}")

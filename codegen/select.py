@@ -12,7 +12,7 @@ each one:
   CPU and kept in the database): GEMM flops at a fixed efficiency, transform operations at the vector rate, the
   transform buffers through the caches, and the weights from the cache level that holds the network's weights (DRAM
   for ResNet-18; the layer's own when it runs alone) overlapped with the arithmetic;
-* **measured**: if ``cnncc tune`` (``cnncc.codegen.measure.tune_shapes``) timed the layer on this CPU, thread
+* **measured**: if ``cnncc tune`` (``cnncc.tuner.tune_shapes``) timed the layer on this CPU, thread
   count and cnncc version, the measured time decides instead of the estimate.
 
 The fastest candidate within the budget wins (measured if any candidate was measured, else estimated). The

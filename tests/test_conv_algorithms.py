@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import cnncc
 from cnncc.codegen.convalgo import ConvShape, why_not
-from cnncc.codegen.measure import layer_graph, measure, model_convs, tune_shapes
+from cnncc.tuner import layer_graph, measure, model_convs, tune_shapes
 from cnncc.codegen.select import CpuConvChooser, MachineModel, emulated_error
 from cnncc.codegen.target import Target
 from cnncc.codegen.transforms import WINOGRAD_POINTS, _winograd, emulate, transform_for
