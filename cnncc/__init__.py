@@ -19,8 +19,7 @@ from cnncc.errors import (
     WeightsError,
 )
 from cnncc.ir import DType, Graph, GraphBuilder, Layout, TensorType
-
-__version__ = "0.1.0"
+from cnncc.version import __version__
 
 __all__ = ["CnnccError", "DType", "Graph", "GraphBuilder", "GraphError", "InputError", "Layout", "ModelError",
            "OpAttributeError", "ShapeError", "TensorType", "WeightsError", "__version__", "compile",

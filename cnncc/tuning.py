@@ -93,18 +93,9 @@ def default_path() -> Path:
 
 
 def _cnncc_version() -> str:
-    import cnncc
+    from cnncc.version import __version__
 
-    version = getattr(cnncc, "__version__", None)  # None while cnncc/__init__.py is still being imported
-    if isinstance(version, str) and version:
-        return version
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("cnncc")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 @dataclass(frozen=True)

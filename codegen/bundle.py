@@ -30,9 +30,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cnncc.bundle_format import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, STATUS, write_weights
 from cnncc.codegen.cpuid import FEATURES, required_features, xcr0_mask
 from cnncc.errors import CnnccError
-from cnncc.runtime.bundle import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, STATUS, write_weights
 from cnncc.runtime.compiled import CompiledModel, TensorSpec
 
 ALIGN = 64
@@ -321,7 +321,7 @@ def embedded_weights_asm(name: str, path: Path, nbytes: int) -> str:
 def manifest_dict(name: str, compiled: CompiledModel, graph_hash: str, required: list[str], unchecked: list[str],
                   kind: str, library: Path, archive: Path | None, header: Path, weights: Path | None, blob: bytes,
                   extra: dict[str, Any]) -> dict[str, Any]:
-    from cnncc import __version__
+    from cnncc.version import __version__
 
     ins, outs = compiled.input_specs, compiled.output_specs
 
