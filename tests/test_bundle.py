@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnncc
+from cnncc.bundle_format import STATUS, read_weights, write_weights
 from cnncc.codegen.bundle import c_name, write_bundle
 from cnncc.codegen.cpuid import FEATURES
 from cnncc.codegen.target import Target
 from cnncc.errors import CnnccError, InputError, WeightsError
 from cnncc.frontend.models import get_model
-from cnncc.bundle_format import STATUS, read_weights, write_weights
 from cnncc.runtime.compiled import aligned_bytes
 from cnncc.testing import build_c_example, randomize, run_c_example
 
