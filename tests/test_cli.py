@@ -106,3 +106,23 @@ def test_opt_unknown_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err.strip() == ("cnncc: error: unknown pass(es) ['nope']; passes are dce, "
                                                "remove-identities, fold-reshapes, cse, constant-folding, "
                                                "fold-batchnorm, fuse-epilogue")
+
+
+def test_one_table_of_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command of ``cnncc.cli.COMMANDS`` is a module with ``add_parser`` and ``run``, ``cnncc --help`` lists
+    them in the table's order, and building the parser loads no compiler module (the modules import inside run)."""
+    import subprocess
+
+    from cnncc.cli import COMMANDS, command
+
+    for name in COMMANDS:
+        assert callable(command(name).add_parser) and callable(command(name).run), name
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("     ")]
+    assert listed == list(COMMANDS)
+    code = ("import sys, cnncc.cli; cnncc.cli._parser(); "
+            "print([m for m in sys.modules if m.startswith(('llvmlite', 'rich', 'matplotlib', 'cnncc.codegen'))])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

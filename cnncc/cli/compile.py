@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
+from cnncc.cli.common import Subparsers, add_model
 from cnncc.errors import CnnccError
 
 
-def add_parser(sub: Any, model_help: str) -> None:
-    p = sub.add_parser(
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
         "compile", help="write a deployment bundle: lib<name>.so, <name>.h, weights, manifest.json",
         description="Compile a model for a CPU and write it as a bundle that runs without Python: a shared library "
                     "(and optionally a static archive) with a documented C API, its header, the weights file "
@@ -23,7 +23,7 @@ def add_parser(sub: Any, model_help: str) -> None:
                     "--max-batch. Load it from Python with cnncc.load(DIR).",
         epilog="Example: `cnncc compile resnet18 -o build/resnet18 --max-batch 8 --cpu x86-64-v3`, then "
                "`cc app.c -I build/resnet18 -L build/resnet18 -lresnet18 -Wl,-rpath,build/resnet18`.")
-    p.add_argument("model", help=model_help)
+    add_model(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="the bundle directory (created)")
     p.add_argument("--max-batch", type=int, default=1, help="largest batch a call may pass (default 1)")
     p.add_argument("--threads", type=int, default=None, help="default threads of the bundle (default: all cores)")
@@ -41,17 +41,18 @@ def add_parser(sub: Any, model_help: str) -> None:
                    help="export the training step (forward, loss, backward, optimiser update) instead of inference: "
                         "inputs are the images, labels, lr (and step/seed where the optimiser/dropout need them); "
                         "the weights blob holds the parameters and optimiser state, updated in place")
-    from cnncc.cli_train import OPTIMIZERS
+    from cnncc.cli.train import OPTIMIZERS
 
     p.add_argument("--optimizer", default="momentum", choices=OPTIMIZERS, help="--training: default momentum")
     p.add_argument("--weight-decay", type=float, default=0.0, help="--training: L2 weight decay")
     p.add_argument("--loss", default="cross_entropy", choices=("cross_entropy", "nll", "mse"),
                    help="--training: default cross_entropy")
+    return p
 
 
-def cmd_compile(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import cnncc
-    from cnncc.codegen.bundle import write_bundle
+    from cnncc.driver import write_bundle
     from cnncc.loader import load_model
 
     for flag, value in (("--max-batch", args.max_batch), ("--threads", args.threads)):
@@ -63,7 +64,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     algorithms = args.algorithms.split(",") if args.algorithms else None
     if args.training:
-        from cnncc.cli_train import make_optimizer
+        from cnncc.cli.train import make_optimizer
 
         trainer = cnncc.compile_training(model, loss=args.loss, optimizer=make_optimizer(args.optimizer, None,
                                                                                         args.weight_decay),

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cnncc.cli.common import Subparsers, add_model
 from cnncc.errors import CnnccError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
@@ -96,7 +97,7 @@ def plot(history: list[dict[str, float]], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -169,10 +170,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any, model_help: str) -> None:
-    p = sub.add_parser("train", help="train a model on a built-in dataset with its compiled training step",
-                       description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("model", help=model_help)
+def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "train", help="train a model on a built-in dataset with its compiled training step",
+        description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add_model(p)
     p.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="digits: scikit-learn's 1,797 handwritten 8x8 scans, enlarged, fixed 80/20 split")
     p.add_argument("--epochs", type=int, default=8, help="passes over the training split (default 8)")
@@ -191,6 +193,7 @@ def add_parser(sub: Any, model_help: str) -> None:
                    help="recompute cheap activations in the backward pass instead of saving them")
     p.add_argument("--out", default=".", metavar="DIR", help="where the JSON, PNG and weights go (default .)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
 
 
-__all__ = ["OPTIMIZERS", "add_parser", "cmd_train", "make_optimizer", "make_schedule"]
+__all__ = ["OPTIMIZERS", "add_parser", "make_optimizer", "make_schedule", "run"]

@@ -1,0 +1,7 @@
+"""``python -m cnncc.cli``: the same as the ``cnncc`` script."""
+
+import sys
+
+from cnncc.cli import main
+
+sys.exit(main())
