@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=7)
     args = ap.parse_args()
     import cnncc
-    from cnncc.codegen.bundle import write_bundle
+    from cnncc.driver import write_bundle
     from cnncc.frontend.models import get_model
     from cnncc.testing import build_c_example
 

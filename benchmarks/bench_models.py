@@ -5,7 +5,8 @@
 For each model/batch/thread count: min, median and max latency over repeated calls for each engine (cnncc with its
 algorithm selection, and with direct convolution only), the ratios cnncc/ONNX Runtime and cnncc/PyTorch, and cnncc's
 compile time. ONNX Runtime runs the model exported from the same
-PyTorch twin (``cnncc.testing.twins``) that holds cnncc's weights. Then a per-layer table of ResNet-18's convolutions from
+PyTorch twin (``cnncc.testing.twins``) that holds cnncc's weights. Then a per-layer table of ResNet-18's
+convolutions from
 cnncc's profiled entry point: GFLOP/s and % of the single-core FMA peak measured in the same run with cnncc's own
 backend, on one and two threads: each convolution compiled on its own (hot caches, the kernel's own speed) and
 inside the whole network (where ResNet-18's 46 MB of weights stream from DRAM every inference).

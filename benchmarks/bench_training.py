@@ -4,7 +4,8 @@
         [--models lenet5,resnet18] [--batch 64,8] [--threads 2] [--rounds 12] [--no-recompute]
 
 One step is forward (training mode) + cross-entropy + backward + SGD (lr 0.01, momentum 0.9) on both sides:
-``cnncc.compile_training(...).step(x, y)`` against the PyTorch twin (``cnncc.testing.twins``, holding the same weights) doing
+``cnncc.compile_training(...).step(x, y)`` against the PyTorch twin (``cnncc.testing.twins``, holding the same
+weights) doing
 zero_grad + forward + ``F.cross_entropy`` + backward + ``optimizer.step()``. Contenders, timed round-robin in one
 run (warm-up, then rounds A, B, C, D, A, B, ...; both sides reset to the initial weights at the start of each round,
 outside the timings): cnncc, cnncc with ``recompute=True``, PyTorch with its default ``torch.backends.mkldnn``

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cnncc.passes.memory_plan import PlanReport, allocations, inplace_pairs, plan_arena
+from cnncc.passes.memory_plan import PlanReport, allocations, inplace_pairs
 from cnncc.program import Buffer, Program
 
 TIMELINE_WIDTH = 100  # characters per timeline line, label included
@@ -27,15 +27,12 @@ class BufferRow:
 def plan_model(model: Any, batch: int = 1, optimize: bool = True) -> tuple[Program, PlanReport]:
     """Lower ``model`` at ``batch`` for this CPU as ``cnncc.compile`` does (graph passes first unless ``optimize`` is
     false) and plan its arena."""
-    from cnncc import api
-    from cnncc.codegen.lower import Lowering
-    from cnncc.codegen.target import Target
+    from cnncc import driver
 
     graph, params = model.graph(batch), model.params
     if optimize:  # the graph pass pipeline cnncc.compile runs before lowering
-        graph, params, _ = api.optimize(graph, params)
-    program = Lowering(graph, params, Target.host()).run()
-    return program, plan_arena(program)
+        graph, params, _ = driver.optimize(graph, params)
+    return driver.lower_and_plan(graph, params, driver.resolve_target("cpu", "host"))
 
 
 def buffer_rows(program: Program) -> list[BufferRow]:

@@ -10,6 +10,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+# A graph output named "state:<p>" is the new value of training-state parameter p: the program writes it over p in
+# the weights blob at the end of a call (the training step's parameters and optimiser slots).
+STATE_PREFIX = "state:"
+
 
 class Space(enum.Enum):
     """Where a buffer lives at run time."""
@@ -61,6 +65,10 @@ class Program:
     # layer -> the convolution algorithm its lowering emitted ("direct", "depthwise", "im2col", "winograd4", ...):
     # what actually ran, which the compiled model reports and every algorithm test asserts
     algorithms: dict[str, str] = field(default_factory=dict)
+    label_ranges: dict[str, int] = field(default_factory=dict)  # int64 class-label input -> number of classes
+    state: dict[str, Buffer] = field(default_factory=dict)  # training-state parameter -> its buffer in the blob
+    placed: dict[Any, Any] = field(default_factory=dict)  # graph value -> its placement (the backend's: buffer, layout)
+    vector_width: int = 1  # the channel block of the backend's blocked layouts
 
     def arena_buffers(self) -> list[Buffer]:
         seen: dict[int, Buffer] = {}

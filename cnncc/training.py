@@ -30,18 +30,16 @@ from typing import Any
 import numpy as np
 
 from cnncc.autodiff import GRAD_PREFIX, grad
-from cnncc.codegen.lower import STATE_PREFIX
 from cnncc.errors import CnnccError, InputError
 from cnncc.ir import DType, Graph, GraphBuilder, Node, Value, ValueKind
+from cnncc.ops.registry import draws_random, ops_where
 from cnncc.optim import SGD, Optimizer
+from cnncc.program import STATE_PREFIX
 
 LOSSES = ("cross_entropy", "nll", "mse")
 # Forward-convolution algorithms a training step may use: their weights change every step, so the filters must be
 # transformed at run time, which the CPU backend does for Winograd (FFT's complex transform is compile-time only).
 TRAINING_ALGORITHMS = ("direct", "im2col", "winograd2", "winograd4", "winograd6")
-# Forward ops cheap enough to run twice: recomputing them in the backward pass saves their outputs' memory.
-RECOMPUTABLE = ("relu", "relu6", "leaky_relu", "elu", "hardtanh", "sigmoid", "tanh", "softplus", "max_pool2d",
-                "avg_pool2d", "batch_norm", "flatten", "reshape", "dropout")
 
 
 def slot_name(slot: str, param: str) -> str:
@@ -104,7 +102,7 @@ def with_loss(model_graph: Graph, loss: str) -> Graph:
     seed: Value | None = None  # training dropout: a per-step run-time seed operand and a per-layer salt
     for node in model_graph.nodes:
         ins, attrs = [m[v] for v in node.inputs], node.attrs
-        if node.op == "dropout" and attrs.training and len(ins) == 1:
+        if draws_random(node.op, attrs) and len(ins) == 1:
             seed = b.input("seed", (), DType.INT64) if seed is None else seed
             ins, attrs = [*ins, seed], _dropout_salted(attrs, node.layer)
         m.update(zip(node.outputs, b.apply_multi(node.op, ins, attrs, node.layer), strict=True))
@@ -136,29 +134,10 @@ def _recompute_order(g: Graph, forward: int, ops: Sequence[str]) -> list[tuple[N
             repeat.setdefault(need[id(n)], []).append(n)
     order: list[tuple[Node, bool]] = [(n, False) for n in g.nodes[:forward]]
     for i, n in enumerate(g.nodes[forward:], forward):
-        order.extend((r, True) for r in _topo(repeat.get(i, [])))
+        # each list follows ``cheap``, a subsequence of the forward order, so it is already topological
+        order.extend((r, True) for r in repeat.get(i, []))
         order.append((n, False))
     return order
-
-
-def _topo(nodes: list[Node]) -> list[Node]:
-    """``nodes`` in an order where each comes after those of them it reads (relu after batch-norm)."""
-    outs = {o: n for n in nodes for o in n.outputs}
-    seen: set[int] = set()
-    result: list[Node] = []
-
-    def visit(n: Node) -> None:
-        if id(n) in seen:
-            return
-        seen.add(id(n))
-        for v in n.inputs:
-            if v in outs:
-                visit(outs[v])
-        result.append(n)
-
-    for n in nodes:
-        visit(n)
-    return result
 
 
 def training_graph(model_graph: Graph, loss: str = "cross_entropy", optimizer: Optimizer | None = None,
@@ -171,7 +150,8 @@ def training_graph(model_graph: Graph, loss: str = "cross_entropy", optimizer: O
     b = GraphBuilder(f"{model_graph.name}_step")
     m = b.copy_inputs(g)
     scalars = {name: b.input(name, (), DType.FLOAT32) for name in optimizer.scalars}
-    ops = RECOMPUTABLE if recompute is True else tuple(recompute or ())
+    # recompute=True: the forward ops cheap enough to run twice (``OpTraits.recomputable``)
+    ops = ops_where(lambda t: t.recomputable) if recompute is True else tuple(recompute or ())
     order = _recompute_order(g, forward, ops) if ops else [(n, False) for n in g.nodes]
     again: dict[Value, Value] = {}  # forward value -> its recomputed copy (read by the backward nodes after it)
     forward_ids = {id(n) for n in g.nodes[:forward]}
@@ -262,8 +242,7 @@ class Trainer:
     def __init__(self, model: Any, batch: int, loss: str = "cross_entropy", optimizer: Optimizer | None = None,
                  threads: int | None = None, cpu: str = "host", recompute: bool | Sequence[str] = False,
                  algorithms: str | Sequence[str] | None = None) -> None:
-        from cnncc.api import conv_selection, optimize
-        from cnncc.runtime.compiled import compile_graph
+        from cnncc.driver import compile_training_step
 
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise CnnccError(f"compile_training: batch must be a positive integer, got {batch!r}")
@@ -276,10 +255,9 @@ class Trainer:
         for name, shape in self.train.slots.items():
             params[name] = np.zeros(shape, np.float32)
         algos = TRAINING_ALGORITHMS if algorithms is None else algorithms
-        select = conv_selection(cpu, threads or 1, algos, runtime_weights=True)
-        graph, params, ctx = optimize(self.train.graph, params, [select])
-        self.choices = ctx.choices  # forward convolutions: algorithm chosen per layer (and why)
-        self.compiled = compile_graph(graph, params, cpu, threads, state=self.train.state)
+        # forward convolutions: algorithm chosen per layer (and why)
+        self.compiled, self.choices = compile_training_step(self.train.graph, params, self.train.state, cpu, threads,
+                                                            algos)
         self.lr = float(self.optimizer.lr)
         self.steps = 0
         self.seed_base = 0  # training dropout's run-time seed at step k is seed_base + k (the ``seed`` input)
@@ -381,5 +359,5 @@ def compile_training(model: Any, loss: str = "cross_entropy", optimizer: Optimiz
     return Trainer(model, batch, loss, optimizer, threads, cpu, recompute, algorithms)
 
 
-__all__ = ["LOSSES", "RECOMPUTABLE", "TRAINING_ALGORITHMS", "StepStats", "Trainer", "TrainingGraph", "batches",
+__all__ = ["LOSSES", "TRAINING_ALGORITHMS", "StepStats", "Trainer", "TrainingGraph", "batches",
            "compile_training", "saved_activations", "training_graph", "with_loss"]

@@ -62,7 +62,7 @@ def measure_many(cs: ConvShape, impls: Sequence[ConvImpl], cpu: str = "host", th
                  rounds: int = 3, check: bool = True) -> list[Measurement]:
     """Compile the layer once per ``impl``, then time the candidates round-robin for ``rounds`` rounds and keep each
     one's best: a slow spell of a shared machine hits every candidate alike instead of one."""
-    import cnncc
+    from cnncc.driver import compile_graph
     from cnncc.runtime import interpret
 
     graph, params, inputs = layer_graph(cs, None)
@@ -73,7 +73,7 @@ def measure_many(cs: ConvShape, impls: Sequence[ConvImpl], cpu: str = "host", th
     compiled, errors = [], []
     for impl in impls:
         g, _, _ = layer_graph(cs, impl)
-        cm = cnncc.compile(g, params=params, cpu=cpu, threads=threads, batch=cs.n, optimize_graph=False)
+        cm = compile_graph(g, params, cpu, threads)
         got = cm.run(inputs)["y"]
         errors.append(float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)) if want is not None
                       else float("nan"))

@@ -23,11 +23,12 @@ import numpy as np
 from cnncc.errors import CnnccError
 from cnncc.ir import Graph, Layout, Value, ValueKind
 from cnncc.ir.printer import format_attrs
+from cnncc.ops.registry import Category, all_ops
 
 FORMATS = ("dot", "svg", "html")
 MAX_CLUSTER_DEPTH = 2
 
-# op kind -> (fill colour, legend text); the first matching kind wins
+# op kind (an op's ``OpTraits.category``) -> (fill colour, legend text)
 KINDS: dict[str, tuple[str, str]] = {
     "conv": ("#cfe2ff", "convolution"),
     "linear": ("#e2d5f8", "linear"),
@@ -39,23 +40,13 @@ KINDS: dict[str, tuple[str, str]] = {
     "head": ("#f6c9c9", "softmax / loss"),
     "io": ("#ffffff", "graph input / output"),
 }
-_KIND_OPS = {
-    "conv": ("conv2d", "fused_conv2d"),
-    "linear": ("linear", "fused_linear"),
-    "pool": ("max_pool2d", "avg_pool2d", "global_avg_pool"),
-    "act": ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "hardtanh", "prelu"),
-    "binary": ("add", "multiply", "concat", "sub", "div"),
-    "norm": ("batch_norm", "dropout"),
-    "shape": ("flatten", "reshape", "transpose"),
-    "head": ("softmax", "log_softmax", "cross_entropy", "nll", "mse"),
-}
 
 
 def op_kind(op: str) -> str:
-    for kind, ops in _KIND_OPS.items():
-        if op in ops:
-            return kind
-    return "shape"
+    """The colour key of ``op``: its category; the other ops (backward, optimiser, helpers) are drawn as shape ops."""
+    opdef = all_ops().get(op)
+    category = Category.OTHER if opdef is None else opdef.traits.category
+    return "shape" if category is Category.OTHER else category.value
 
 
 def fmt_bytes(n: int) -> str:
@@ -123,7 +114,7 @@ class View:
 # -- building the view -----------------------------------------------------------------------------------------------
 def _pipeline() -> list[Any]:
     """What ``cnncc.compile`` runs: the CPU inference pipeline, then the choice of each conv's algorithm."""
-    from cnncc.api import conv_selection
+    from cnncc.driver import conv_selection
     from cnncc.passes import cpu_inference
 
     return [*cpu_inference(), conv_selection()]
@@ -197,20 +188,16 @@ class _Physical:
 
 def physical(graph: Graph, params: Mapping[str, np.ndarray]) -> _Physical:
     """Lower ``graph`` for this CPU and plan the arena (the CPU backend, imported here only)."""
-    from cnncc.codegen.lower import Lowering
-    from cnncc.codegen.target import Target
-    from cnncc.passes.memory_plan import plan_arena
+    from cnncc import driver
 
-    lw = Lowering(graph, params, Target.host())
-    program = lw.run()
-    plan_arena(program)
+    program, _ = driver.lower_and_plan(graph, params, driver.resolve_target("cpu", "host"))
     writer: dict[int, list[str]] = {}
     for call in program.calls:
         for buf in call.writes:
             writer.setdefault(id(buf), []).append(call.kernel)
     algorithm: dict[Value, str] = {}
     for node in graph.nodes:
-        if node.op in ("conv2d", "fused_conv2d"):  # what the lowering ran: the chosen algorithm, or its fallback
+        if all_ops()[node.op].traits.category is Category.CONV:  # what the lowering ran: the algorithm or its fallback
             from cnncc.codegen.convalgo import ConvShape, impl_of, why_not
 
             cs, impl = ConvShape.of(node), impl_of(node)
@@ -218,13 +205,13 @@ def physical(graph: Graph, params: Mapping[str, np.ndarray]) -> _Physical:
                                           if why_not(impl.algorithm, cs) is None else "direct")
             continue
         for v in node.outputs:
-            p = lw.placed.get(v)
+            p = program.placed.get(v)
             if p is None:
                 continue
             for kernel in writer.get(id(p.buffer), ()):
                 if kernel.startswith("conv_"):
                     algorithm[v] = kernel.removeprefix("conv_")
-    return _Physical(lw.placed, algorithm, program.arena_bytes, lw.width)
+    return _Physical(program.placed, algorithm, program.arena_bytes, program.vector_width)
 
 
 def _clusters(layers: dict[str, str]) -> list[Cluster]:

@@ -1,6 +1,6 @@
 """Deployment bundles: a compiled model as a shared library, a C header, a weights file and a manifest.
 
-The object code is the very LLVM module the in-process runtime JIT-compiled (``CompiledModel.module``), emitted for
+The object code is the very LLVM module the in-process runtime JIT-compiled (``Executable.native``), emitted for
 the same target machine, so a bundle computes bit for bit what ``compiled(x)`` computes. Its exported entry point
 ``cnncc_forward`` is renamed ``<name>__forward`` (objcopy), so that several bundles link into one program. The C
 runtime around it (``bundle_runtime.c``: create/run/destroy, the weights file, the CPU check) is compiled once per
@@ -33,7 +33,7 @@ from typing import Any
 from cnncc.bundle_format import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, STATUS, write_weights
 from cnncc.codegen.cpuid import FEATURES, required_features, xcr0_mask
 from cnncc.errors import CnnccError
-from cnncc.runtime.compiled import CompiledModel, TensorSpec
+from cnncc.executable import Executable, TensorSpec
 
 ALIGN = 64
 API_FUNCTIONS = ("create", "run", "run_with_arena", "destroy", "last_error", "graph_hash", "check_cpu",
@@ -75,13 +75,15 @@ def c_name(name: str) -> str:
     return out if out[0].isalpha() else f"m_{out}"
 
 
-def write_bundle(compiled: CompiledModel, directory: str | os.PathLike, name: str | None = None, *,
+def write_bundle(compiled: Executable, directory: str | os.PathLike, name: str | None = None, *,
                  embed_weights: bool = False, static: bool = False, kind: str = "inference",
-                 require_features: list[str] | None = None, extra: dict[str, Any] | None = None) -> BundleFiles:
-    """Write ``compiled`` as a bundle into ``directory`` (created if needed).
+                 require_features: list[str] | None = None, extra: dict[str, Any] | None = None,
+                 algorithms: dict[str, str] | None = None) -> BundleFiles:
+    """Write the executable ``compiled`` as a bundle into ``directory`` (created if needed).
 
     ``require_features``: the CPU features the bundle checks at creation (default: every feature of the compiled
-    target that CPUID can confirm). ``extra``: more manifest entries (the algorithm choices, training settings)."""
+    target that CPUID can confirm). ``extra``: more manifest entries (training settings). ``algorithms``: each conv
+    layer's algorithm choice and why (the driver passes the selection pass's reasons)."""
     t0 = time.perf_counter()
     name = c_name(name or compiled.graph.name)
     checked, unchecked = required_features(compiled.target)
@@ -102,7 +104,7 @@ def write_bundle(compiled: CompiledModel, directory: str | os.PathLike, name: st
     with tempfile.TemporaryDirectory(prefix="cnncc-bundle-") as tmp:
         build = Path(tmp)
         objects = [build / "model.o", build / "runtime.o"]
-        objects[0].write_bytes(compiled.target.machine().emit_object(compiled.module.module))
+        objects[0].write_bytes(compiled.target.machine().emit_object(compiled.native.module))
         _run(["objcopy", f"--redefine-sym=cnncc_forward={name}__forward",
               f"--redefine-sym=cnncc_forward_profiled={name}__forward_profiled", str(objects[0])], warnings)
         header = out / f"{name}.h"
@@ -134,7 +136,8 @@ def write_bundle(compiled: CompiledModel, directory: str | os.PathLike, name: st
         write_weights(weights, blob, graph_hash)
     manifest = out / MANIFEST
     manifest.write_text(json.dumps(manifest_dict(name, compiled, graph_hash, required, unchecked, kind, library,
-                                                 archive, header, weights, blob, extra or {}), indent=2) + "\n")
+                                                 archive, header, weights, blob, extra or {}, algorithms or {}),
+                                   indent=2) + "\n")
     return BundleFiles(out, name, library, header, manifest, weights, archive, time.perf_counter() - t0, warnings)
 
 
@@ -155,10 +158,10 @@ def _elems(spec: TensorSpec) -> int:
     return math.prod(spec.shape[1:]) if spec.batched else math.prod(spec.shape)
 
 
-def config_header(name: str, compiled: CompiledModel, graph_hash: str, required: list[str], embedded: bool,
+def config_header(name: str, compiled: Executable, graph_hash: str, required: list[str], embedded: bool,
                   kind: str) -> str:
     """The private configuration ``bundle_runtime.c`` is compiled with."""
-    ins, outs = compiled.input_specs, compiled.output_specs
+    ins, outs = compiled.input_specs(), compiled.output_specs()
 
     def specs(items: list[TensorSpec], classes: dict[str, int]) -> str:
         return ", ".join(f'{{"{s.name}", {s.dtype.itemsize}, {int(s.batched)}, {_elems(s)}, {classes.get(s.name, 0)}}}'
@@ -181,7 +184,7 @@ def config_header(name: str, compiled: CompiledModel, graph_hash: str, required:
         f"#define CNNCC_TRAINING {int(kind == 'training')}",
         f"#define CNNCC_NUM_INPUTS {len(ins)}",
         f"#define CNNCC_NUM_OUTPUTS {len(outs)}",
-        f"#define CNNCC_INPUT_SPECS {specs(ins, compiled.label_ranges)}",
+        f"#define CNNCC_INPUT_SPECS {specs(ins, compiled.program.label_ranges)}",
         f"#define CNNCC_OUTPUT_SPECS {specs(outs, {})}",
         f"#define CNNCC_FEATURE_TABLE {table}",
         "#define CNNCC_REQUIRED_FEATURES " + " ".join(f'"{f}",' for f in required),
@@ -190,10 +193,10 @@ def config_header(name: str, compiled: CompiledModel, graph_hash: str, required:
     ])
 
 
-def public_header(name: str, compiled: CompiledModel, graph_hash: str) -> str:
+def public_header(name: str, compiled: Executable, graph_hash: str) -> str:
     """``<name>.h``: the bundle's documented C API."""
     up = name.upper()
-    ins, outs = compiled.input_specs, compiled.output_specs
+    ins, outs = compiled.input_specs(), compiled.output_specs()
     lines = [
         f"/* {name}.h: C API of the cnncc bundle '{name}' (graph {graph_hash[:16]}...), generated by cnncc.",
         " *",
@@ -251,7 +254,7 @@ def public_header(name: str, compiled: CompiledModel, graph_hash: str) -> str:
             shape = ", ".join(map(str, s.shape)) or "1"
             ctype = {"float32": "float", "int64": "int64_t", "float64": "double"}[s.dtype.name]
             where = "first axis: the batch (its maximum here)" if s.batched else "not batched"
-            classes = compiled.label_ranges.get(s.name, 0) if kind == "INPUT" else 0
+            classes = compiled.program.label_ranges.get(s.name, 0) if kind == "INPUT" else 0
             lines += [f'#define {p}_NAME "{s.name}"'.ljust(48) + f"/* {ctype}, {where}"
                       + (f"; class labels in [0, {classes})" if classes else "") + " */",
                       f"#define {p}_RANK {len(s.shape)}",
@@ -318,18 +321,18 @@ def embedded_weights_asm(name: str, path: Path, nbytes: int) -> str:
             '\t.section .note.GNU-stack,"",@progbits\n')
 
 
-def manifest_dict(name: str, compiled: CompiledModel, graph_hash: str, required: list[str], unchecked: list[str],
+def manifest_dict(name: str, compiled: Executable, graph_hash: str, required: list[str], unchecked: list[str],
                   kind: str, library: Path, archive: Path | None, header: Path, weights: Path | None, blob: bytes,
-                  extra: dict[str, Any]) -> dict[str, Any]:
+                  extra: dict[str, Any], algorithms: dict[str, str]) -> dict[str, Any]:
     from cnncc.version import __version__
 
-    ins, outs = compiled.input_specs, compiled.output_specs
+    ins, outs = compiled.input_specs(), compiled.output_specs()
 
     def spec(s: TensorSpec, classes: int = 0) -> dict[str, Any]:
         d = {"name": s.name, "dtype": s.dtype.name, "shape": list(s.shape), "batched": s.batched}
         return {**d, "classes": classes} if classes else d
 
-    state = {n: {"offset": buf.offset, "shape": list(shape)} for n, (buf, shape) in compiled.state_buffers.items()}
+    state = {n: {"offset": buf.offset, "shape": list(shape)} for n, (buf, shape) in compiled.state_buffers().items()}
     return {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -344,7 +347,7 @@ def manifest_dict(name: str, compiled: CompiledModel, graph_hash: str, required:
                    "llvm_features": compiled.target.features},
         "threads": compiled.threads,
         "max_batch": compiled.max_batch,
-        "inputs": [spec(s, compiled.label_ranges.get(s.name, 0)) for s in ins],
+        "inputs": [spec(s, compiled.program.label_ranges.get(s.name, 0)) for s in ins],
         "outputs": [spec(s) for s in outs],
         "arena_bytes": max(compiled.program.arena_bytes, ALIGN),
         "weights": {"file": weights.name if weights else None, "embedded": weights is None, "bytes": len(blob),
@@ -353,7 +356,7 @@ def manifest_dict(name: str, compiled: CompiledModel, graph_hash: str, required:
         "static_library": archive.name if archive else None,
         "header": header.name,
         "kernels": len(compiled.program.calls),
-        "algorithms": {layer: c.reason() for layer, c in compiled.choices.items()},  # each conv's choice, and why
+        "algorithms": dict(algorithms),  # each conv's choice, and why
         **({"state": state} if state else {}),
         **extra,
     }

@@ -19,9 +19,8 @@ from cnncc.codegen.layout import Addr, Placed, blocked_addr, dims4, plain_addr
 from cnncc.codegen.target import Target
 from cnncc.errors import CnnccError
 from cnncc.ir import Graph, Node, Value, ValueKind
-from cnncc.program import Buffer, KernelCall, Program, Space
+from cnncc.program import STATE_PREFIX, Buffer, KernelCall, Program, Space
 
-STATE_PREFIX = "state:"  # a graph output "state:<p>" is the new value of training-state parameter p
 LowerFn = Callable[["Lowering", Node], None]
 LOWERINGS: dict[str, LowerFn] = {}
 
@@ -223,6 +222,10 @@ class Lowering:
             dst = Placed(buf, src.dims, plain_addr(c, h, w), False, batched=src.batched)
             self.relayout(src, dst, f"output.{name}")
         self.program.weights = b"".join(self._blob)
+        self.program.label_ranges = dict(self.label_ranges)
+        self.program.state = dict(self.state_buffers)
+        self.program.placed = self.placed
+        self.program.vector_width = self.width
         return self.program
 
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import threading
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cnncc.codegen.threads import pin_workers
 from cnncc.errors import InputError
-from cnncc.ir import Graph
+from cnncc.executable import CompileStats, Executable, TensorSpec
 
 ENTRY_TYPE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                               ctypes.c_int64, ctypes.c_int32)
@@ -44,17 +41,6 @@ def aligned_bytes(nbytes: int, align: int = 64) -> np.ndarray:
     raw = np.zeros(nbytes + align, np.uint8)
     shift = (-raw.ctypes.data) % align
     return raw[shift:shift + nbytes]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A model input or output: name, numpy dtype and shape (the first axis is the batch, at its compiled maximum,
-    unless the tensor is a scalar or ``batched`` is False)."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    batched: bool = True
 
 
 def check_feeds(model: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any], max_batch: int,
@@ -98,39 +84,27 @@ def check_feeds(model: str, specs: Sequence[TensorSpec], feeds: Mapping[str, Any
     return int(batch or 1)
 
 
-@dataclass
-class CompileStats:
-    lower_s: float = 0.0
-    llvm_s: float = 0.0
-    cached: bool = False
-    arena_bytes: int = 0
-    lower_bound: int = 0
-    naive_bytes: int = 0
-    weights_bytes: int = 0
-    inplace_merges: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
-
-
 class CompiledModel:
     """Call it like the model: ``y = compiled(x)``; outputs are fresh numpy arrays."""
 
-    def __init__(self, graph: Graph, program: Any, module: Any, target: Any, threads: int,
-                 label_ranges: Mapping[str, int], stats: CompileStats) -> None:
-        self.graph, self.program, self.module, self.target = graph, program, module, target
-        self.threads = threads
-        self.stats = stats
-        self.max_batch = program.batch
-        self.label_ranges = dict(label_ranges)  # int64 class-label input -> number of classes
-        self._entry = ENTRY_TYPE(module.address("cnncc_forward"))
-        self._profiled = PROFILED_TYPE(module.address("cnncc_forward_profiled"))
-        self._weights = aligned_bytes(len(program.weights))
-        self._weights[:] = np.frombuffer(program.weights, np.uint8)
-        self._arena = aligned_bytes(max(program.arena_bytes, 64))
+    def __init__(self, executable: Executable) -> None:
+        ex = self.executable = executable
+        self.graph, self.program, self.module, self.target = ex.graph, ex.program, ex.native, ex.target
+        self.threads = ex.threads
+        self.stats: CompileStats = ex.stats
+        self.max_batch = ex.max_batch
+        self.label_ranges = dict(ex.program.label_ranges)  # int64 class-label input -> number of classes
+        self.layer_algorithms = dict(ex.program.algorithms)  # layer -> the convolution algorithm that runs
+        self._entry = ENTRY_TYPE(ex.entry)
+        self._profiled = PROFILED_TYPE(ex.profiled_entry)
+        self._weights = aligned_bytes(len(ex.program.weights))
+        self._weights[:] = np.frombuffer(ex.program.weights, np.uint8)
+        self._arena = aligned_bytes(max(ex.program.arena_bytes, 64))
         self._lock = threading.Lock()
         self.pass_log: list[str] = []
-        self.output_names = [n for n in graph.output_names if not n.startswith("state:")]
-        self.state_buffers: dict[str, tuple[Any, tuple[int, ...]]] = {}  # training state: name -> (buffer, shape)
-        self.choices: dict[str, Any] = {}  # layer -> algorithm choice (set by cnncc.compile)
+        self.output_names = ex.output_names
+        self.state_buffers = ex.state_buffers()  # training state: name -> (buffer, shape)
+        self.choices: dict[str, Any] = {}  # layer -> algorithm choice (set by the driver)
 
     @property
     def input_names(self) -> list[str]:
@@ -138,14 +112,12 @@ class CompiledModel:
 
     @functools.cached_property
     def input_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(v.name, v.dtype.numpy, tuple(v.shape), bool(v.shape)) for v in self.graph.inputs]
+        return self.executable.input_specs()
 
     @functools.cached_property
     def output_specs(self) -> list[TensorSpec]:
         """The outputs a call returns (training state outputs are written in place, not returned)."""
-        values = dict(zip(self.graph.output_names, self.graph.outputs, strict=True))
-        return [TensorSpec(n, values[n].dtype.numpy, tuple(values[n].shape), bool(batched and values[n].shape))
-                for n, batched in zip(self.output_names, self.program.batched_outputs, strict=True)]
+        return self.executable.output_specs()
 
     def _check(self, feeds: Mapping[str, Any], check_finite: bool) -> int:
         return check_feeds(self.graph.name, self.input_specs, feeds, self.max_batch, self.label_ranges, check_finite)
@@ -161,7 +133,7 @@ class CompiledModel:
         nthreads = self.threads if threads is None else threads
         if not isinstance(nthreads, int) or isinstance(nthreads, bool) or nthreads < 1:
             raise InputError(f"threads must be a positive integer, got {nthreads!r}")
-        pin_workers(nthreads)
+        self.executable.prepare_threads(nthreads)
         with self._lock:  # one arena: calls on one compiled model run one at a time
             args = (in_ptrs, out_ptrs, self._arena.ctypes.data, self._weights.ctypes.data, batch, nthreads)
             if _times is None:
@@ -215,53 +187,8 @@ class CompiledModel:
         return outs["output"] if len(outs) == 1 and "output" in outs else outs
 
     def __repr__(self) -> str:
-        return (f"<CompiledModel '{self.graph.name}' for {self.target.cpu} ({self.target.vector_width}-lane vectors),"
-                f" batch <= {self.max_batch}, {self.threads} threads, arena {self.program.arena_bytes:,} B>")
+        return (f"<CompiledModel '{self.graph.name}' for {self.executable.description}, batch <= {self.max_batch}, "
+                f"{self.threads} threads, arena {self.program.arena_bytes:,} B>")
 
 
-_CACHE: dict[tuple[str, str, str], Any] = {}
-
-
-def program_signature(program: Any) -> str:
-    """What the generated code depends on besides the graph: every kernel's template, geometry and schedule, and
-    the buffer placement the entry point bakes in (so a re-tuned schedule never reuses a stale module)."""
-    import hashlib
-
-    from cnncc.codegen.module import call_buffers, kernel_key
-
-    parts = [repr(kernel_key(c)) + repr([(b.space.value, b.offset, b.index) for b in call_buffers(c)])
-             for c in program.calls]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str = "host",
-                  threads: int | None = None, state: Sequence[str] = ()) -> CompiledModel:
-    """Lower, plan, generate and JIT-compile ``graph``; modules are cached by (graph hash, target).
-
-    ``state``: parameters the program updates in place (training): they stay in the weights blob, are read at run
-    time, and each graph output ``state:<name>`` is written over them at the end of a call."""
-    from cnncc.codegen.jit import jit
-    from cnncc.codegen.lower import Lowering
-    from cnncc.codegen.module import build_module
-    from cnncc.codegen.target import Target
-    from cnncc.passes.memory_plan import plan_arena
-    from cnncc.runtime.interpreter import check_params
-
-    check_params(graph, params)
-    tgt = Target.named(target)
-    t0 = time.perf_counter()
-    lw = Lowering(graph, params, tgt, state)
-    program = lw.run()
-    report = plan_arena(program)
-    t1 = time.perf_counter()
-    key = (graph.hash(), tgt.key, program_signature(program))
-    cached = key in _CACHE
-    if not cached:
-        _CACHE[key] = jit(build_module(program, tgt), tgt.machine())
-    t2 = time.perf_counter()
-    stats = CompileStats(t1 - t0, t2 - t1, cached, report.arena_bytes, report.lower_bound, report.naive_bytes,
-                         len(program.weights), report.inplace_merges)
-    nthreads = threads if threads is not None else (os.cpu_count() or 1)
-    model = CompiledModel(graph, program, _CACHE[key], tgt, nthreads, lw.label_ranges, stats)
-    model.state_buffers = {name: (buf, tuple(graph.param(name).shape)) for name, buf in lw.state_buffers.items()}
-    return model
+__all__ = ["CompileStats", "CompiledModel", "KernelTiming", "TensorSpec", "aligned_bytes", "check_feeds"]

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 
 import cnncc
 from cnncc.bundle_format import STATUS, read_weights, write_weights
-from cnncc.codegen.bundle import c_name, write_bundle
+from cnncc.codegen.bundle import c_name
 from cnncc.codegen.cpuid import FEATURES
 from cnncc.codegen.target import Target
+from cnncc.driver import write_bundle
 from cnncc.errors import CnnccError, InputError, WeightsError
 from cnncc.frontend.models import get_model
 from cnncc.runtime.compiled import aligned_bytes

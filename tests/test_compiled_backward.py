@@ -402,7 +402,7 @@ def test_training_state_operands_read_at_run_time() -> None:
     """Per-channel operands and weights that are training state (updated in place in the weights blob): the
     running statistics written back by ``state:`` outputs are what the next call reads; a new weight set with
     set_state is what grad_input uses, without recompiling."""
-    from cnncc.runtime.compiled import compile_graph as compile_with_state
+    from cnncc.driver import compile_graph as compile_with_state
 
     n, c, h, w = 3, 20, 5, 4
     b = GraphBuilder("state")

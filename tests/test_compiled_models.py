@@ -97,7 +97,7 @@ def test_compiled_repr_and_stats(compiled: Compiled) -> None:
 def test_c_example_equals_in_process_bit_for_bit(compiled: Compiled, tmp_path: Path) -> None:
     """The deployment bundle of the same module, run by examples/c/classify.c (no Python in the process), gives the
     in-process outputs bit for bit, at batch 1 and at a batch between 1 and the compiled maximum."""
-    from cnncc.codegen.bundle import write_bundle
+    from cnncc.driver import write_bundle
 
     c = compiled
     files = write_bundle(c.cm, tmp_path / "bundle")

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 import cnncc
 from cnncc.codegen.convalgo import ConvShape, why_not
-from cnncc.tuner import layer_graph, measure, model_convs, tune_shapes
 from cnncc.codegen.select import CpuConvChooser, MachineModel, emulated_error
 from cnncc.codegen.target import Target
 from cnncc.codegen.transforms import WINOGRAD_POINTS, _winograd, emulate, transform_for
@@ -27,6 +26,7 @@ from cnncc.ir import GraphBuilder
 from cnncc.ops.conv2d import ALGORITHMS, Conv2dAttrs, ConvImpl
 from cnncc.runtime import interpret
 from cnncc.testing import TOL_ALGORITHM, TOL_F64, rel_error
+from cnncc.tuner import layer_graph, measure, model_convs, tune_shapes
 from cnncc.tuning import TuningDB
 
 MACHINE = MachineModel(peak_gflops=100.0, cache_gbs=80.0, dram_gbs=20.0)  # fixed: tests must not depend on timing

@@ -18,13 +18,13 @@ import pytest
 import cnncc
 import cnncc.frontend as nn
 from cnncc.autodiff import grad
+from cnncc.driver import compile_graph
 from cnncc.errors import CnnccError, ShapeError
 from cnncc.ir import DType, Graph, GraphBuilder
 from cnncc.ops.dropout import DropoutAttrs, keep_mask, keep_threshold, philox4x32, philox_bits
 from cnncc.ops.sum_to import SumToAttrs
 from cnncc.optim import SGD
 from cnncc.runtime import interpret
-from cnncc.runtime.compiled import compile_graph
 from cnncc.testing import TOL_F32_MODEL, TOL_F32_REDUCTION, TOL_F64, rel_error, run_op, single_op_graph
 from cnncc.training import training_graph
 

@@ -236,7 +236,7 @@ def test_compiled_results_unchanged_with_inplace_reuse(monkeypatch: pytest.Monke
     and bit for bit the same net planned without in-place reuse."""
     import cnncc.frontend as nn
     import cnncc.passes.memory_plan as memory_plan
-    from cnncc.runtime.compiled import compile_graph
+    from cnncc.driver import compile_graph
     from cnncc.testing import TOL_F32_MODEL, rel_error
 
     x_in = nn.Input((3, 12, 12), seed=3)

@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from cnncc.autodiff import grad
+from cnncc.driver import compile_graph
 from cnncc.frontend.models import get_model
 from cnncc.ir import Graph, GraphBuilder, Value
 from cnncc.ops.dropout import DropoutAttrs, keep_mask
 from cnncc.ops.max_pool2d import max_pool2d_indices
-from cnncc.runtime.compiled import compile_graph
 from cnncc.testing import TOL_F32_MODEL, randomize, rel_error
-from cnncc.training import with_loss
 from cnncc.testing.twins import TWINS
+from cnncc.training import with_loss
 
 CASES = {"lenet5": 4, "alexnet": 2, "vgg11": 2, "resnet18": 2}  # model -> batch
 RUN_SEED = 5  # the training step's dropout seed (the run-time operand)

@@ -22,8 +22,8 @@ from cnncc.frontend.models import lenet5
 from cnncc.optim import SGD, Adagrad, Adam, RMSprop
 from cnncc.runtime import interpret
 from cnncc.testing import TOL_F32_MODEL, TOL_F32_REDUCTION, rel_error
-from cnncc.training import saved_activations, training_graph
 from cnncc.testing.twins import twin_lenet5
+from cnncc.training import saved_activations, training_graph
 
 OPTIMIZERS = {
     "sgd": SGD(0.05),
