@@ -138,7 +138,8 @@ def test_manifest_and_header(lenet: dict) -> None:
     files, cm = lenet["files"], lenet["cm"]
     m = json.loads(files.manifest.read_text())
     assert m["graph_hash"] == cm.graph.hash() and m["cnncc_version"] == cnncc.__version__
-    assert m["target"]["cpu"] == Target.host().cpu and "avx512f" in m["target"]["features"]
+    assert m["target"]["cpu"] == Target.host().cpu
+    assert m["target"]["features"] == sorted(f for f in Target.host().enabled() if f in FEATURES)
     assert m["threads"] == 2 and m["max_batch"] == MAX_BATCH and m["kind"] == "inference"
     assert m["inputs"] == [{"name": "input", "dtype": "float32", "shape": [MAX_BATCH, 1, 32, 32], "batched": True}]
     assert m["outputs"][0]["shape"] == [MAX_BATCH, 10]
@@ -156,6 +157,13 @@ def test_manifest_and_header(lenet: dict) -> None:
                                                 "graph_hash", "check_cpu", "host_has_feature", "weights",
                                                 "save_weights")}
     assert c_name("LeNet-5") == "lenet_5" and c_name("5net") == "m_5net"
+
+
+@pytest.mark.skipif("avx512f" not in Target.host().enabled(),
+                    reason="the host CPU has no AVX-512F, so a bundle built for it does not require it")
+def test_host_bundle_requires_the_hosts_avx512(lenet: dict) -> None:
+    """On an AVX-512 host (the development machines) a bundle for the host CPU uses and checks AVX-512F."""
+    assert "avx512f" in json.loads(lenet["files"].manifest.read_text())["target"]["features"]
 
 
 # -- weights files and error paths -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -53,17 +54,38 @@ def test_guard_refuses_a_bare_import(tmp_path: Path) -> None:
     assert done.returncode != 0 and "must be imported as 'cnncc.runtime'" in done.stderr
 
 
+# What a wheel is built from: the build writes build/ and cnncc.egg-info next to pyproject.toml, so it runs on a
+# copy of these and leaves the checkout as it was.
+BUILD_INPUTS = ("pyproject.toml", "README.md", "cnncc", *MAPPED)
+
+
+def _build_outputs() -> dict[str, int]:
+    """Every file under the checkout's build/ and *.egg-info/, with its modification time."""
+    roots = [ROOT / "build", *ROOT.glob("*.egg-info")]
+    return {str(f.relative_to(ROOT)): f.stat().st_mtime_ns for r in roots for f in (r, *r.rglob("*")) if f.exists()}
+
+
 @pytest.mark.slow
 def test_wheel_holds_every_module(tmp_path: Path) -> None:
+    before = _build_outputs()
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in BUILD_INPUTS:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(ROOT / name, src / name)
+    dist = tmp_path / "dist"
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(dist), str(src)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    wheel = next(tmp_path.glob("cnncc-*.whl"))
+    wheel = next(dist.glob("cnncc-*.whl"))
     files = set(zipfile.ZipFile(wheel).namelist())
-    sources = {p.relative_to(ROOT) for d in ("cnncc", *MAPPED) for ext in ("*.py", "*.c")
-               for p in (ROOT / d).rglob(ext)}  # .c: the bundle runtime, compiled into every bundle
-    for src in sources:
-        installed = Path("cnncc", *src.parts) if src.parts[0] in MAPPED else src
-        assert str(installed) in files, f"{src} is missing from the wheel"
+    sources = {p.relative_to(src) for d in ("cnncc", *MAPPED) for ext in ("*.py", "*.c")
+               for p in (src / d).rglob(ext)}  # .c: the bundle runtime, compiled into every bundle
+    for path in sources:
+        installed = Path("cnncc", *path.parts) if path.parts[0] in MAPPED else path
+        assert str(installed) in files, f"{path} is missing from the wheel"
     assert not any(f.split("/")[0] in MAPPED for f in files), "a bare top-level package landed in the wheel"
     assert any(f.endswith("entry_points.txt") for f in files)
+    assert _build_outputs() == before, "building the wheel wrote build/ or *.egg-info into the checkout"
