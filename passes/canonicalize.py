@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from cnncc.ir import Graph, Node
 from cnncc.ops import get_op
+from cnncc.ops.registry import draws_random, is_identity, traits
 from cnncc.passes.rewrite import Rewriter, prune, rewrite_noting
 from cnncc.passmanager import PassContext
 
@@ -26,26 +27,17 @@ class DeadCodeElimination:
         return out
 
 
-def _is_identity(node: Node) -> bool:
-    if node.op == "dropout":
-        return not node.attrs.training
-    if node.op in ("reshape", "flatten"):
-        return node.inputs[0].shape == node.outputs[0].shape
-    if node.op == "transpose":
-        return node.attrs.perm == tuple(range(len(node.attrs.perm)))
-    return False
-
-
 @dataclass(frozen=True)
 class RemoveIdentities:
     """Forward the input of ops that compute nothing: inference-mode dropout, reshapes to the same shape, identity
-    transposes. Training-mode dropout is left alone (it draws a mask)."""
+    transposes (each op's ``OpTraits.identity_when``). Training-mode dropout is left alone (it draws a mask)."""
 
     name: str = "remove-identities"
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         def pattern(node: Node, rw: Rewriter) -> bool:
-            if _is_identity(node) and node.inputs[0].type == node.outputs[0].type:
+            if node.inputs and is_identity(node.op, node.attrs, node.inputs[0].type, node.outputs[0].type) and \
+                    node.inputs[0].type == node.outputs[0].type:
                 rw.replace(node.outputs[0], rw.value(node.inputs[0]))
                 return True
             return False
@@ -56,7 +48,8 @@ class RemoveIdentities:
 @dataclass(frozen=True)
 class FoldReshapes:
     """A reshape or flatten of a reshape or flatten becomes one reshape of the original value (row-major order is
-    preserved by both, so only the final shape matters). The intermediate stays if something else reads it."""
+    preserved by both, so only the final shape matters: ``OpTraits.reshape``). The intermediate stays if something
+    else reads it."""
 
     name: str = "fold-reshapes"
 
@@ -64,10 +57,10 @@ class FoldReshapes:
         from cnncc.ops.reshape import ReshapeAttrs
 
         def pattern(node: Node, rw: Rewriter) -> bool:
-            src = node.inputs[0].node if node.op in ("reshape", "flatten") else None
-            if src is None or src.op not in ("reshape", "flatten"):
+            src = node.inputs[0].node if traits(node.op).reshape else None
+            if src is None or not traits(src.op).reshape:
                 return False
-            while src.inputs[0].node is not None and src.inputs[0].node.op in ("reshape", "flatten"):
+            while src.inputs[0].node is not None and traits(src.inputs[0].node.op).reshape:
                 src = src.inputs[0].node  # to the start of the chain
             new = rw.emit("reshape", [rw.value(src.inputs[0])], ReshapeAttrs(shape=node.outputs[0].shape), node.layer)
             rw.replace(node.outputs[0], new)
@@ -86,7 +79,7 @@ class CommonSubexpressions:
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         seen: dict[tuple[object, ...], Node] = {}
         def pattern(node: Node, rw: Rewriter) -> bool:
-            if node.op == "dropout" and node.attrs.training:
+            if draws_random(node.op, node.attrs):
                 return False
             key = (node.op, node.attrs, tuple(id(rw.value(v)) for v in node.inputs))
             if key in seen:
@@ -109,7 +102,8 @@ class ConstantFolding:
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         def pattern(node: Node, rw: Rewriter) -> bool:
             arrays = [rw.array(rw.value(v)) for v in node.inputs]
-            if not arrays or any(a is None for a in arrays) or node.op == "dropout" or len(node.outputs) != 1:
+            random = traits(node.op).random_when is not None
+            if not arrays or any(a is None for a in arrays) or random or len(node.outputs) != 1:
                 return False
             result = get_op(node.op).run_reference([a.astype("float32") for a in arrays], node.attrs)[0]
             rw.replace(node.outputs[0], rw.new_param(f"{node.layer}.const", result))

@@ -9,19 +9,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnncc.ir import Graph, Node, Value
-from cnncc.ops.epilogue import ACTIVATIONS, EpilogueStep
+from cnncc.ops.epilogue import EpilogueStep
 from cnncc.ops.fused_conv2d import FusedConv2dAttrs
 from cnncc.ops.fused_linear import FusedLinearAttrs
-from cnncc.ops.registry import NoAttrs
+from cnncc.ops.registry import Category, EpilogueRole, NoAttrs, traits
 from cnncc.passes.rewrite import Rewriter, rewrite_noting, single_user
 from cnncc.passmanager import PassContext
 
-LAYERS = ("conv2d", "linear", "fused_conv2d", "fused_linear")
+
+def _takes_epilogue(op: str) -> bool:
+    """A layer an epilogue can join: one with a fused form (conv2d, linear) or a fused op itself."""
+    t = traits(op)
+    return t.fused_form is not None or t.base is not None
 
 
 def _bias_of(rw: Rewriter, node: Node, channels: int) -> np.ndarray | None:
     """The layer's bias as an array (zeros when it has none), or None if it is not a parameter."""
-    if node.op in ("conv2d", "linear") and len(node.inputs) < 3:
+    if traits(node.op).fused_form is not None and len(node.inputs) < 3:
         return np.zeros(channels)
     return rw.array(rw.value(node.inputs[2]))
 
@@ -40,7 +44,7 @@ class FoldBatchNorm:
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         def pattern(node: Node, rw: Rewriter) -> bool:
             layer = node.inputs[0].node if node.op == "batch_norm" and not node.attrs.training else None
-            if layer is None or layer.op not in ("conv2d", "linear") or not single_user(rw, node.inputs[0]):
+            if layer is None or traits(layer.op).fused_form is None or not single_user(rw, node.inputs[0]):
                 return False
             stats = [rw.array(rw.value(v)) for v in node.inputs[1:]]
             w = rw.array(rw.value(layer.inputs[1]))
@@ -61,13 +65,12 @@ class FoldBatchNorm:
 
 def _as_fused(rw: Rewriter, layer: Node) -> tuple[str, list[Value], tuple[EpilogueStep, ...], object]:
     """(fused op, operands, epilogue so far, base attrs) for a conv2d/linear/fused node (bias made explicit)."""
-    ops = [rw.value(v) for v in layer.inputs]
-    if layer.op in ("fused_conv2d", "fused_linear"):
+    ops, fused = [rw.value(v) for v in layer.inputs], traits(layer.op).fused_form
+    if fused is None:  # already fused
         return layer.op, ops, layer.attrs.epilogue, layer.attrs
     if len(ops) < 3:
         ops.append(rw.new_param(f"{layer.layer}.bias.zero", np.zeros(layer.outputs[0].shape[1])))
-    op = "fused_conv2d" if layer.op == "conv2d" else "fused_linear"
-    return op, ops, (), layer.attrs
+    return fused, ops, (), layer.attrs
 
 
 def _emit_fused(rw: Rewriter, layer: Node, op: str, ops: list[Value], steps: tuple[EpilogueStep, ...],
@@ -94,20 +97,21 @@ class FuseEpilogue:
 
     def _takes_residual(self, layer: Node) -> bool:
         conv = layer.attrs.conv if layer.op == "fused_conv2d" else layer.attrs
-        return layer.op in ("conv2d", "fused_conv2d") and conv.groups == 1 and \
+        return traits(layer.op).category is Category.CONV and conv.groups == 1 and \
             "dense-conv" in self.fuse_residual_into
 
     def _producer(self, node: Node, rw: Rewriter) -> tuple[Node, Value | None] | None:
         """The layer this node can fuse into, and the residual operand (for an add)."""
-        if node.op in ACTIVATIONS:
+        role = traits(node.op).epilogue
+        if role is EpilogueRole.ACTIVATION:
             layer = node.inputs[0].node
-            if layer is not None and layer.op in LAYERS and single_user(rw, node.inputs[0]):
+            if layer is not None and _takes_epilogue(layer.op) and single_user(rw, node.inputs[0]):
                 return layer, None
             return None
-        if node.op == "add" and node.inputs[0].shape == node.inputs[1].shape == node.outputs[0].shape:
+        if role is EpilogueRole.RESIDUAL and node.inputs[0].shape == node.inputs[1].shape == node.outputs[0].shape:
             for k in (0, 1):
                 layer, other = node.inputs[k].node, node.inputs[1 - k]
-                if layer is not None and layer.op in LAYERS and single_user(rw, node.inputs[k]) and \
+                if layer is not None and _takes_epilogue(layer.op) and single_user(rw, node.inputs[k]) and \
                         self._takes_residual(layer) and other.node is not layer:
                     return layer, other
         return None

@@ -20,7 +20,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import NoAttrs, OpDef, Where, all_ops, register
+from cnncc.ops.registry import BACKWARD, NoAttrs, OpDef, Where, all_ops, register
 
 
 @dataclass(frozen=True)
@@ -59,4 +59,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: ActivationG
 
 
 OP = register(OpDef(name="activation_grad", inputs=("x", "dy"), infer=_infer, reference=_reference,
-                    attrs=ActivationGradAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=ActivationGradAttrs, flops=_flops, traits=BACKWARD, doc=__doc__ or ""))

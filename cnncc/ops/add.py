@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ops.binary import register_binary
+from cnncc.ops.registry import Category, Elementwise, EpilogueRole, OpTraits
 
 
 def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -23,4 +24,7 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
     return [ctx.sum_to(dy, v.shape) if ctx.needs_grad(v) else None for v in node.inputs]
 
 
-OP = register_binary("add", _add, doc=__doc__ or "", vjp=_vjp)
+# A same-shape add after a convolution is a residual connection its epilogue can take.
+OP = register_binary("add", _add, doc=__doc__ or "", vjp=_vjp,
+                     traits=OpTraits(category=Category.BINARY, elementwise=Elementwise.BINARY,
+                                     epilogue=EpilogueRole.RESIDUAL))

@@ -24,7 +24,7 @@ import numpy as np
 from cnncc.ir.types import TensorType, image_type
 from cnncc.ops.avg_pool2d import OP as AVG_POOL2D
 from cnncc.ops.avg_pool2d import AvgPool2dAttrs, divisors
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import BACKWARD, OpDef, Where, register
 from cnncc.ops.window import check_pair, require_image
 
 
@@ -74,4 +74,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: AvgPool2dGr
 
 
 OP = register(OpDef(name="avg_pool2d_grad", inputs=("dy",), infer=_infer, reference=_reference,
-                    attrs=AvgPool2dGradAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=AvgPool2dGradAttrs, flops=_flops, traits=BACKWARD, doc=__doc__ or ""))

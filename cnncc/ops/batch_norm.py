@@ -32,7 +32,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 OPERANDS = ("x", "gamma", "beta", "running_mean", "running_var")
 
@@ -136,4 +136,5 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
 
 
 OP = register(OpDef(name="batch_norm", inputs=OPERANDS, infer=_infer, reference=_reference,
-                    attrs=BatchNormAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=BatchNormAttrs, flops=_flops, vjp=_vjp,
+                    traits=OpTraits(category=Category.NORM, recomputable=True), doc=__doc__ or ""))

@@ -27,7 +27,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import BACKWARD, OpDef, Where, register
 
 
 @dataclass(frozen=True)
@@ -90,4 +90,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: BatchNormGr
 
 
 OP = register(OpDef(name="batch_norm_grad", inputs=("x", "gamma", "dy"), infer=_infer, reference=_reference,
-                    attrs=BatchNormGradAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=BatchNormGradAttrs, flops=_flops, traits=BACKWARD, doc=__doc__ or ""))

@@ -25,7 +25,7 @@ import numpy as np
 from cnncc.ir.types import TensorType
 from cnncc.ops.batch_norm_grad import batch_stats, check_channels
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import OpDef, OpTraits, Role, Where, register
 
 
 @dataclass(frozen=True)
@@ -61,4 +61,5 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: BatchNormSt
 
 
 OP = register(OpDef(name="batch_norm_stats", inputs=("x", "running_mean", "running_var"), infer=_infer,
-                    reference=_reference, attrs=BatchNormStatsAttrs, flops=_flops, doc=__doc__ or ""))
+                    reference=_reference, attrs=BatchNormStatsAttrs, flops=_flops,
+                    traits=OpTraits(role=Role.STATISTICS), doc=__doc__ or ""))

@@ -15,7 +15,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import common_layout, require_same_float
-from cnncc.ops.registry import NoAttrs, OpDef, Where, register
+from cnncc.ops.registry import Category, Elementwise, NoAttrs, OpDef, OpTraits, Where, register
 
 
 def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...], where: Where) -> tuple[int, ...]:
@@ -41,13 +41,18 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: NoAttrs
     return outs[0].size
 
 
+BINARY = OpTraits(category=Category.BINARY, elementwise=Elementwise.BINARY)
+
+
 def register_binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], doc: str,
-                    vjp: Callable[[Any, Any, Sequence[Any]], Sequence[Any]] | None = None) -> OpDef:
-    """Register ``y = fn(a, b)`` with broadcasting, one flop per output element; ``vjp`` as in the registry."""
+                    vjp: Callable[[Any, Any, Sequence[Any]], Sequence[Any]] | None = None,
+                    traits: OpTraits = BINARY) -> OpDef:
+    """Register ``y = fn(a, b)`` with broadcasting, one flop per output element; ``vjp`` and ``traits`` as in the
+    registry (binary elementwise unless ``traits`` says more)."""
 
     def reference(arrays: Sequence[np.ndarray], attrs: NoAttrs) -> np.ndarray:
         a, b = arrays
         return np.asarray(fn(a, b), dtype=a.dtype)
 
     return register(OpDef(name=name, inputs=("a", "b"), infer=_infer, reference=reference, flops=_flops,
-                          vjp=vjp, doc=doc))
+                          vjp=vjp, traits=traits, doc=doc))

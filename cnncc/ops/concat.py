@@ -18,7 +18,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import common_layout, normalize_axis, require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 
 @dataclass(frozen=True)
@@ -64,4 +64,4 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
 
 
 OP = register(OpDef(name="concat", inputs=("x0", "x1"), variadic=True, infer=_infer, reference=_reference,
-                    attrs=ConcatAttrs, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=ConcatAttrs, vjp=_vjp, traits=OpTraits(category=Category.BINARY), doc=__doc__ or ""))

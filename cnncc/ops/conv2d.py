@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType, image_type
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 from cnncc.ops.window import (
     check_padding,
     check_pair,
@@ -177,4 +177,4 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
 
 OP = register(OpDef(name="conv2d", inputs=("x", "weight", "bias"), optional=1, infer=_infer, reference=_reference,
                     attrs=Conv2dAttrs, macs=_macs, flops=_flops, algorithms=ALGORITHMS, vjp=_vjp,
-                    doc=__doc__ or ""))
+                    traits=OpTraits(category=Category.CONV, fused_form="fused_conv2d"), doc=__doc__ or ""))

@@ -28,7 +28,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType, image_type
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import BACKWARD, OpDef, Where, register
 from cnncc.ops.window import check_padding, check_pair, require_image, spatial_output
 
 
@@ -118,4 +118,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: Conv2dGradA
 
 
 OP = register(OpDef(name="conv2d_grad_input", inputs=("dy", "weight"), infer=_infer, reference=_reference,
-                    attrs=Conv2dGradAttrs, macs=_macs, flops=_flops, doc=__doc__ or ""))
+                    attrs=Conv2dGradAttrs, macs=_macs, flops=_flops, traits=BACKWARD, doc=__doc__ or ""))

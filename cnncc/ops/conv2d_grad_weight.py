@@ -24,7 +24,7 @@ import numpy as np
 from cnncc.ir.types import TensorType
 from cnncc.ops.conv2d_grad_input import Conv2dGradAttrs, check_dy_spatial, check_grad_attrs
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import BACKWARD, OpDef, Where, register
 from cnncc.ops.window import pad_to_windows, require_image, windows
 
 
@@ -75,4 +75,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: Conv2dGradA
 
 
 OP = register(OpDef(name="conv2d_grad_weight", inputs=("x", "dy"), infer=_infer, reference=_reference,
-                    attrs=Conv2dGradAttrs, macs=_macs, flops=_flops, doc=__doc__ or ""))
+                    attrs=Conv2dGradAttrs, macs=_macs, flops=_flops, traits=BACKWARD, doc=__doc__ or ""))

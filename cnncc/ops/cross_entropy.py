@@ -30,7 +30,7 @@ from cnncc.ir.types import TensorType
 from cnncc.ops.log_softmax import LogSoftmaxAttrs
 from cnncc.ops.nll import check_reduction, loss_factor, picked, reduce_loss
 from cnncc.ops.operands import Reduction, dtype_name, require_float, require_rank
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 from cnncc.ops.softmax import shifted_exp
 
 
@@ -91,4 +91,5 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: CrossEntrop
 
 
 OP = register(OpDef(name="cross_entropy", inputs=("logits", "target"), infer=_infer, reference=_reference,
-                    attrs=CrossEntropyAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=CrossEntropyAttrs, flops=_flops, vjp=_vjp, traits=OpTraits(category=Category.HEAD),
+                    doc=__doc__ or ""))

@@ -23,7 +23,7 @@ from cnncc.ops.cross_entropy import OP as CROSS_ENTROPY
 from cnncc.ops.cross_entropy import CrossEntropyAttrs
 from cnncc.ops.nll import picked
 from cnncc.ops.operands import Reduction
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import BACKWARD, OpDef, Where, register
 from cnncc.ops.softmax import shifted_exp
 
 
@@ -56,4 +56,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: CrossEntrop
 
 
 OP = register(OpDef(name="cross_entropy_grad", inputs=("logits", "target", "g"), infer=_infer, reference=_reference,
-                    attrs=CrossEntropyAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=CrossEntropyAttrs, flops=_flops, traits=BACKWARD, doc=__doc__ or ""))

@@ -48,7 +48,7 @@ import numpy as np
 
 from cnncc.ir.types import DType, TensorType
 from cnncc.ops.operands import require_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
@@ -140,5 +140,9 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: DropoutAttr
     return 2 * outs[0].size if a.training else 0
 
 
+# Inference dropout is the identity; training dropout draws a mask (never merged or folded; a training step seeds it).
+TRAITS = OpTraits(category=Category.NORM, recomputable=True, identity_when=lambda a, x, y: not a.training,
+                  random_when=lambda a: a.training)
+
 OP = register(OpDef(name="dropout", inputs=("x", "seed"), optional=1, infer=_infer, reference=_reference,
-                    attrs=DropoutAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=DropoutAttrs, flops=_flops, vjp=_vjp, traits=TRAITS, doc=__doc__ or ""))

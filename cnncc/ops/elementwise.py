@@ -13,7 +13,11 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType
-from cnncc.ops.registry import NoAttrs, OpDef, Where, register
+from cnncc.ops.registry import Category, Elementwise, EpilogueRole, NoAttrs, OpDef, OpTraits, Where, register
+
+# Every activation: unary elementwise, a step a conv/linear epilogue can apply, cheap enough to recompute.
+ACTIVATION = OpTraits(category=Category.ACTIVATION, elementwise=Elementwise.UNARY, epilogue=EpilogueRole.ACTIVATION,
+                      recomputable=True)
 
 
 def require_float(t: TensorType, operand: str, where: Where) -> None:
@@ -43,7 +47,7 @@ def register_unary(name: str, fn: Callable[[np.ndarray, Any], np.ndarray], *, at
     vjp = None if derivative is None else _activation_vjp(name)
     extra: dict[str, Any] = {} if derivative is None else {"derivative": derivative}
     return register(OpDef(name=name, inputs=("x",), infer=infer, reference=reference, attrs=attrs, flops=flops,
-                          vjp=vjp, extra=extra, doc=doc or (fn.__doc__ or "")))
+                          vjp=vjp, traits=ACTIVATION, extra=extra, doc=doc or (fn.__doc__ or "")))
 
 
 def _activation_vjp(name: str) -> Callable[[Any, Any, Sequence[Any]], list[Any]]:

@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType
-from cnncc.ops.registry import NoAttrs, Where, get_op
+from cnncc.ops.registry import EpilogueRole, NoAttrs, Where, get_op, ops_where
 
-ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "hardtanh")
+
+def epilogue_activations() -> tuple[str, ...]:
+    """The ops an epilogue may apply as a step (``OpTraits.epilogue`` is ``ACTIVATION``), in registration order."""
+    return ops_where(lambda t: t.epilogue is EpilogueRole.ACTIVATION)
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,8 @@ def check_epilogue(steps: Sequence[EpilogueStep], out: TensorType, extras: Seque
     if residual_count(steps) != len(extras):
         raise where.fail("epilogue operands", f"{residual_count(steps)} add steps but {len(extras)} extra operands")
     for s in steps:
-        if s.op != "add" and s.op not in ACTIVATIONS:
-            raise where.fail("epilogue step", f"'{s.op}' is not add or an activation ({', '.join(ACTIVATIONS)})")
+        if s.op != "add" and s.op not in (acts := epilogue_activations()):
+            raise where.fail("epilogue step", f"'{s.op}' is not add or an activation ({', '.join(acts)})")
         if s.op != "add":
             get_op(s.op).infer_types([out], s.attrs, where.layer)
     for t in extras:

@@ -23,7 +23,7 @@ import numpy as np
 
 from cnncc.ir.types import Layout, TensorType
 from cnncc.ops.operands import normalize_axis
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 
 @dataclass(frozen=True)
@@ -56,5 +56,9 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
     return [ctx.emit("reshape", [dy], ReshapeAttrs(tuple(node.inputs[0].shape)))]
 
 
+# A row-major reshape (as cnncc.ops.reshape): the identity when nothing is flattened.
+TRAITS = OpTraits(category=Category.SHAPE, recomputable=True, reshape=True,
+                  identity_when=lambda a, x, y: x.shape == y.shape)
+
 OP = register(OpDef(name="flatten", inputs=("x",), infer=_infer, reference=_reference, attrs=FlattenAttrs,
-                    vjp=_vjp, doc=__doc__ or ""))
+                    vjp=_vjp, traits=TRAITS, doc=__doc__ or ""))

@@ -3,6 +3,9 @@
 
 VJP: the components' VJPs chained, as ``fused_conv2d``'s: :func:`cnncc.ops.epilogue.epilogue_vjp`, then
 :func:`cnncc.ops.linear.linear_grads`.
+
+Kept as an op of its own, for the reasons ``fused_conv2d`` gives; ``OpTraits(base="linear")`` links it to ``linear``
+(whose ``fused_form`` is this op).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from cnncc.ir.types import TensorType
 from cnncc.ops import linear
 from cnncc.ops.epilogue import EpilogueStep, apply_epilogue, check_epilogue, epilogue_flops, epilogue_vjp
-from cnncc.ops.registry import NoAttrs, OpDef, Where, register
+from cnncc.ops.registry import Category, NoAttrs, OpDef, OpTraits, Where, register
 
 
 @dataclass(frozen=True)
@@ -51,4 +54,5 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
 
 
 OP = register(OpDef(name="fused_linear", inputs=("x", "weight", "bias"), infer=_infer, reference=_reference,
-                    attrs=FusedLinearAttrs, macs=_macs, flops=_flops, variadic=True, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=FusedLinearAttrs, macs=_macs, flops=_flops, variadic=True, vjp=_vjp,
+                    traits=OpTraits(category=Category.LINEAR, base="linear"), doc=__doc__ or ""))

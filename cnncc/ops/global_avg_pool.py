@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType, image_type
-from cnncc.ops.registry import NoAttrs, OpDef, Where, register
+from cnncc.ops.registry import Category, NoAttrs, OpDef, OpTraits, Where, register
 from cnncc.ops.window import require_image
 
 
@@ -46,4 +46,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: NoAttrs) ->
 
 
 OP = register(OpDef(name="global_avg_pool", inputs=("x",), infer=_infer, reference=_reference, flops=_flops,
-                    vjp=_vjp, doc=__doc__ or ""))
+                    vjp=_vjp, traits=OpTraits(category=Category.POOL), doc=__doc__ or ""))

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_rank, require_same_float
-from cnncc.ops.registry import NoAttrs, OpDef, Where, register
+from cnncc.ops.registry import Category, NoAttrs, OpDef, OpTraits, Where, register
 
 
 def _infer(types: Sequence[TensorType], attrs: NoAttrs, where: Where) -> Sequence[TensorType]:
@@ -89,4 +89,5 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
 
 
 OP = register(OpDef(name="linear", inputs=("x", "weight", "bias"), optional=1, infer=_infer,
-                    reference=_reference, macs=_macs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    reference=_reference, macs=_macs, flops=_flops, vjp=_vjp,
+                    traits=OpTraits(category=Category.LINEAR, fused_form="fused_linear"), doc=__doc__ or ""))

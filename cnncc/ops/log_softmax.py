@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType
-from cnncc.ops.registry import OpDef, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, register
 from cnncc.ops.softmax import SoftmaxAttrs, infer_softmax, kept_axis_shape, shifted_exp
 
 
@@ -50,4 +50,5 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: LogSoftmaxA
 
 
 OP = register(OpDef(name="log_softmax", inputs=("x",), infer=infer_softmax, reference=_reference,
-                    attrs=LogSoftmaxAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=LogSoftmaxAttrs, flops=_flops, vjp=_vjp, traits=OpTraits(category=Category.HEAD),
+                    doc=__doc__ or ""))

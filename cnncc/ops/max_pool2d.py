@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType, image_type
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 from cnncc.ops.window import output_size, pad_to_windows, pool_output, windows
 
 
@@ -91,4 +91,5 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
 
 
 OP = register(OpDef(name="max_pool2d", inputs=("x",), infer=_infer, reference=_reference, attrs=MaxPool2dAttrs,
-                    flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    flops=_flops, vjp=_vjp,
+                    traits=OpTraits(category=Category.POOL, recomputable=True), doc=__doc__ or ""))

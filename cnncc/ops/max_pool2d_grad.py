@@ -25,7 +25,7 @@ import numpy as np
 from cnncc.ir.types import TensorType
 from cnncc.ops.max_pool2d import MaxPool2dAttrs, max_pool2d_indices
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import BACKWARD, OpDef, Where, register
 from cnncc.ops.window import pool_output, require_image
 
 
@@ -57,4 +57,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: MaxPool2dAt
 
 
 OP = register(OpDef(name="max_pool2d_grad", inputs=("x", "dy"), infer=_infer, reference=_reference,
-                    attrs=MaxPool2dAttrs, flops=_flops, doc=__doc__ or ""))
+                    attrs=MaxPool2dAttrs, flops=_flops, traits=BACKWARD, doc=__doc__ or ""))

@@ -21,7 +21,7 @@ import numpy as np
 from cnncc.ir.types import TensorType
 from cnncc.ops.nll import check_reduction, loss_factor, reduce_loss
 from cnncc.ops.operands import Reduction, require_same_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 
 @dataclass(frozen=True)
@@ -61,4 +61,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: MseAttrs) -
 
 
 OP = register(OpDef(name="mse", inputs=("prediction", "target"), infer=_infer, reference=_reference,
-                    attrs=MseAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=MseAttrs, flops=_flops, vjp=_vjp, traits=OpTraits(category=Category.HEAD), doc=__doc__ or ""))

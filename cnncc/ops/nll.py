@@ -24,7 +24,7 @@ import numpy as np
 from cnncc.errors import InputError
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import Reduction, require_float, require_int64, require_rank
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 
 @dataclass(frozen=True)
@@ -92,4 +92,4 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: NllAttrs) -
 
 
 OP = register(OpDef(name="nll", inputs=("log_probs", "target"), infer=_infer, reference=_reference,
-                    attrs=NllAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=NllAttrs, flops=_flops, vjp=_vjp, traits=OpTraits(category=Category.HEAD), doc=__doc__ or ""))

@@ -18,7 +18,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import NoAttrs, OpDef, Where, register
+from cnncc.ops.registry import Category, NoAttrs, OpDef, OpTraits, Where, register
 
 
 def _infer(types: Sequence[TensorType], attrs: NoAttrs, where: Where) -> Sequence[TensorType]:
@@ -68,4 +68,4 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
 
 
 OP = register(OpDef(name="prelu", inputs=("x", "alpha"), infer=_infer, reference=_reference, flops=_flops, vjp=_vjp,
-                    doc=__doc__ or ""))
+                    traits=OpTraits(category=Category.ACTIVATION), doc=__doc__ or ""))

@@ -21,6 +21,11 @@ Every forward op has a VJP. The ops that exist only in backward or training grap
 backward ops (``activation_grad``, ``conv2d_grad_input``, ``conv2d_grad_weight``, ``max_pool2d_grad``,
 ``avg_pool2d_grad``, ``batch_norm_grad``) would need second derivatives, which are out of scope, and the running
 statistics (``batch_norm_stats``) and optimiser updates (``*_update``) are never on a gradient path.
+
+Traits. What passes, training, autodiff and the viewer need to know about an op beyond its rules -- is it an
+activation, may it be recomputed, when does it compute nothing, which fused op is it the base of -- is stated once,
+as a typed :class:`OpTraits` on its ``OpDef`` (``OpDef(traits=...)``), in the op's own module; the consumers ask
+:func:`traits` instead of comparing op names, so adding an op touches only its module.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -65,6 +71,82 @@ def _zero(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Any) -> 
     return 0
 
 
+class Role(Enum):
+    """Where an op appears, which decides whether it has a VJP (see the module docstring)."""
+
+    FORWARD = "forward"  # a model's op: it has a VJP
+    BACKWARD = "backward"  # a VJP's building block: none (it would need second derivatives, out of scope)
+    STATISTICS = "statistics"  # running statistics of a training step: none (never on a gradient path)
+    UPDATE = "update"  # an optimiser's parameter update: none (never on a gradient path)
+
+
+class Elementwise(Enum):
+    """How an op maps elements."""
+
+    NONE = "none"
+    UNARY = "unary"  # y[i] = f(x[i]; attrs): one float operand, the same type out (the activations)
+    BINARY = "binary"  # y = f(a, b) with NumPy broadcasting (add, multiply)
+
+
+class EpilogueRole(Enum):
+    """What an op can become in a fused layer's epilogue (cnncc.ops.epilogue)."""
+
+    NONE = "none"
+    ACTIVATION = "activation"  # a step applying the op to the accumulators
+    RESIDUAL = "residual"  # an ``add`` step reading one more operand of the output's shape
+
+
+class Category(Enum):
+    """The family an op belongs to, as a reader groups them (the graph viewer colours nodes by it)."""
+
+    CONV = "conv"
+    LINEAR = "linear"
+    POOL = "pool"
+    ACTIVATION = "act"
+    BINARY = "binary"  # add, multiply, concat
+    NORM = "norm"  # batch norm, dropout
+    SHAPE = "shape"  # reshape, flatten, transpose
+    HEAD = "head"  # softmax, losses
+    OTHER = "other"  # backward, optimiser and helper ops
+
+
+# ``identity_when(attrs, x, y)``: the op computes nothing for these attributes and input/output types.
+IdentityFn = Callable[[Any, TensorType, TensorType], bool]
+# ``random_when(attrs)``: the op draws random numbers (a mask) with these attributes.
+RandomFn = Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class OpTraits:
+    """What the compiler may assume about an op, declared where the op is registered.
+
+    ``role``: forward, backward, statistics or optimiser update (only forward ops have a VJP).
+    ``category``: the op's family (display). ``elementwise``: unary (activation), binary (broadcasting) or none.
+    ``epilogue``: what the op becomes when fused into a conv/linear epilogue (an activation step, a residual add).
+    ``recomputable``: a forward op cheap enough for a training step to run twice instead of saving its output.
+    ``identity_when``: a predicate saying when the op computes nothing (inference dropout, a same-shape reshape).
+    ``reshape``: the output is the input's elements in the same row-major order (only the shape changes), so a
+    chain of such ops is one reshape. ``random_when``: a predicate saying when the op draws random numbers (never
+    merged; a training step gives it a run-time seed); an op that has one is never constant-folded either.
+    ``fused_form``: the op that is this op with an epilogue (conv2d -> fused_conv2d); ``base``: the reverse link
+    (fused_conv2d -> conv2d), so code that treats a layer and its fused form alike asks the trait, not the name.
+    """
+
+    role: Role = Role.FORWARD
+    category: Category = Category.OTHER
+    elementwise: Elementwise = Elementwise.NONE
+    epilogue: EpilogueRole = EpilogueRole.NONE
+    recomputable: bool = False
+    identity_when: IdentityFn | None = None
+    reshape: bool = False
+    random_when: RandomFn | None = None
+    fused_form: str | None = None
+    base: str | None = None
+
+
+BACKWARD = OpTraits(role=Role.BACKWARD)  # the traits of every backward op
+
+
 @dataclass(frozen=True)
 class OpDef:
     """Everything cnncc knows about one op.
@@ -74,7 +156,7 @@ class OpDef:
     ``infer`` raises :class:`ShapeError` through ``where.fail``; ``reference`` computes in the dtype of its inputs.
     ``macs`` counts multiply-accumulates (the seeds' "FLOPs" for ResNet-50 are MACs); ``flops`` counts every
     arithmetic operation (2 per MAC, 1 per elementwise op, ...). ``vjp`` is the vector-Jacobian product (module
-    docstring), ``None`` for an op that cannot be differentiated through yet.
+    docstring), ``None`` for an op that cannot be differentiated through yet. ``traits``: see :class:`OpTraits`.
     """
 
     name: str
@@ -87,6 +169,7 @@ class OpDef:
     macs: CountFn = _zero
     flops: CountFn = _zero
     vjp: VjpFn | None = None
+    traits: OpTraits = OpTraits()
     algorithms: tuple[str, ...] = ("reference",)
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -146,3 +229,25 @@ def get_op(name: str) -> OpDef:
 
 def all_ops() -> dict[str, OpDef]:
     return dict(_REGISTRY)
+
+
+def traits(op: str) -> OpTraits:
+    """The traits of the registered op ``op``."""
+    return get_op(op).traits
+
+
+def ops_where(pred: Callable[[OpTraits], bool]) -> tuple[str, ...]:
+    """The names of the registered ops whose traits satisfy ``pred``, in registration order."""
+    return tuple(name for name, op in _REGISTRY.items() if pred(op.traits))
+
+
+def is_identity(op: str, attrs: Any, x: TensorType, y: TensorType) -> bool:
+    """``op`` with ``attrs`` computes nothing from input type ``x`` to output type ``y`` (``identity_when``)."""
+    when = get_op(op).traits.identity_when
+    return when is not None and when(attrs, x, y)
+
+
+def draws_random(op: str, attrs: Any) -> bool:
+    """``op`` with ``attrs`` draws random numbers (``random_when``)."""
+    when = get_op(op).traits.random_when
+    return when is not None and when(attrs)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import TensorType, image_type
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 
 @dataclass(frozen=True)
@@ -59,5 +59,9 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
     return [ctx.emit("reshape", [dy], ReshapeAttrs(tuple(node.inputs[0].shape)))]
 
 
+# A row-major reshape: the identity to the same shape, and a chain of them is one reshape.
+TRAITS = OpTraits(category=Category.SHAPE, recomputable=True, reshape=True,
+                  identity_when=lambda a, x, y: x.shape == y.shape)
+
 OP = register(OpDef(name="reshape", inputs=("x",), infer=_infer, reference=_reference, attrs=ReshapeAttrs,
-                    vjp=_vjp, doc=__doc__ or ""))
+                    vjp=_vjp, traits=TRAITS, doc=__doc__ or ""))

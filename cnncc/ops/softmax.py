@@ -17,7 +17,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import normalize_axis, require_float
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 
 @dataclass(frozen=True)
@@ -68,4 +68,5 @@ def _flops(ins: Sequence[TensorType], outs: Sequence[TensorType], a: SoftmaxAttr
 
 
 OP = register(OpDef(name="softmax", inputs=("x",), infer=infer_softmax, reference=_reference,
-                    attrs=SoftmaxAttrs, flops=_flops, vjp=_vjp, doc=__doc__ or ""))
+                    attrs=SoftmaxAttrs, flops=_flops, vjp=_vjp, traits=OpTraits(category=Category.HEAD),
+                    doc=__doc__ or ""))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnncc.ir.types import Layout, TensorType
-from cnncc.ops.registry import OpDef, Where, register
+from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 
 NHWC_TO_NCHW = (0, 3, 1, 2)
 NCHW_TO_NHWC = (0, 2, 3, 1)
@@ -64,5 +64,8 @@ def _vjp(ctx: Any, node: Any, grads_out: Sequence[Any]) -> list[Any]:
     return [ctx.emit("transpose", [dy], TransposeAttrs(inverse))]
 
 
+# The identity permutation computes nothing.
+TRAITS = OpTraits(category=Category.SHAPE, identity_when=lambda a, x, y: a.perm == tuple(range(len(a.perm))))
+
 OP = register(OpDef(name="transpose", inputs=("x",), infer=_infer, reference=_reference, attrs=TransposeAttrs,
-                    vjp=_vjp, doc=__doc__ or ""))
+                    vjp=_vjp, traits=TRAITS, doc=__doc__ or ""))
