@@ -75,17 +75,23 @@ def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str | 
     pipeline. ``target``: a target object, or for the CPU its LLVM CPU name. ``state``: parameters the program
     updates in place (training): they stay in the weights blob, are read at run time, and each graph output
     ``state:<name>`` is written over them at the end of a call."""
-    from cnncc.runtime.compiled import CompiledModel
     from cnncc.runtime.interpreter import check_params
 
     check_params(graph, params)
-    tgt = resolve_target("cpu", target) if isinstance(target, str) else target
+    return _build(graph, params, resolve_target("cpu", target) if isinstance(target, str) else target, threads, state)
+
+
+def _build(graph: Graph, params: Mapping[str, np.ndarray], target: Target, threads: int | None,
+           state: Sequence[str] = ()) -> Any:
+    """Lowering, memory plan, build, and the runtime's compiled model around the executable (params checked)."""
+    from cnncc.runtime.compiled import CompiledModel
+
     t0 = time.perf_counter()
-    program, report = lower_and_plan(graph, params, tgt, state)
+    program, report = lower_and_plan(graph, params, target, state)
     stats = CompileStats(time.perf_counter() - t0, 0.0, False, report.arena_bytes, report.lower_bound,
                          report.naive_bytes, len(program.weights), report.inplace_merges)
     nthreads = threads if threads is not None else (os.cpu_count() or 1)
-    return CompiledModel(tgt.build(graph, program, nthreads, stats))
+    return CompiledModel(target.build(graph, program, nthreads, stats))
 
 
 def compile_model(model: Any, target: str = "cpu", threads: int | None = None, batch: int = 1, cpu: str = "host",
@@ -103,18 +109,19 @@ def compile_model(model: Any, target: str = "cpu", threads: int | None = None, b
     else:
         graph = model.graph(batch)
         params = model.params if params is None else params
+    from cnncc.runtime.interpreter import check_params
+
+    check_params(graph, params)  # once, before any work: names, shapes and dtypes of the weights
     log: list[str] = []
     choices: dict[str, Any] = {}
     if optimize_graph or algorithms is not None:
         from cnncc.passes import cpu_inference
-        from cnncc.runtime.interpreter import check_params
 
-        check_params(graph, params)
         pipeline = list(cpu_inference() if passes is None else passes) if optimize_graph else []
         pipeline.append(conv_selection(tgt, threads or 1, algorithms, max_error, tuning_db))
         graph, params, ctx = optimize(graph, params, pipeline)
         log, choices = ctx.log, ctx.choices
-    compiled = compile_graph(graph, params, tgt, threads)
+    compiled = _build(graph, params, tgt, threads)
     compiled.pass_log = log
     compiled.choices = choices
     return compiled
