@@ -15,13 +15,21 @@ from typing import Any
 
 import numpy as np
 
+from cnncc.errors import CnnccError
 from cnncc.ir.types import TensorType
-from cnncc.ops.registry import EpilogueRole, NoAttrs, Where, get_op, ops_where
+from cnncc.ops.registry import EpilogueRole, NoAttrs, Where, get_op, ops_where, traits
 
 
 def epilogue_activations() -> tuple[str, ...]:
     """The ops an epilogue may apply as a step (``OpTraits.epilogue`` is ``ACTIVATION``), in registration order."""
     return ops_where(lambda t: t.epilogue is EpilogueRole.ACTIVATION)
+
+
+def _is_activation(op: str) -> bool:
+    try:
+        return traits(op).epilogue is EpilogueRole.ACTIVATION
+    except CnnccError:  # not an op at all
+        return False
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,9 @@ def check_epilogue(steps: Sequence[EpilogueStep], out: TensorType, extras: Seque
     if residual_count(steps) != len(extras):
         raise where.fail("epilogue operands", f"{residual_count(steps)} add steps but {len(extras)} extra operands")
     for s in steps:
-        if s.op != "add" and s.op not in (acts := epilogue_activations()):
-            raise where.fail("epilogue step", f"'{s.op}' is not add or an activation ({', '.join(acts)})")
+        if s.op != "add" and not _is_activation(s.op):
+            acts = ", ".join(epilogue_activations())
+            raise where.fail("epilogue step", f"'{s.op}' is not add or an activation ({acts})")
         if s.op != "add":
             get_op(s.op).infer_types([out], s.attrs, where.layer)
     for t in extras:

@@ -232,8 +232,9 @@ def all_ops() -> dict[str, OpDef]:
 
 
 def traits(op: str) -> OpTraits:
-    """The traits of the registered op ``op``."""
-    return get_op(op).traits
+    """The traits of the registered op ``op`` (passes ask this for every node: one dict lookup)."""
+    opdef = _REGISTRY.get(op)
+    return (opdef if opdef is not None else get_op(op)).traits
 
 
 def ops_where(pred: Callable[[OpTraits], bool]) -> tuple[str, ...]:
@@ -243,11 +244,11 @@ def ops_where(pred: Callable[[OpTraits], bool]) -> tuple[str, ...]:
 
 def is_identity(op: str, attrs: Any, x: TensorType, y: TensorType) -> bool:
     """``op`` with ``attrs`` computes nothing from input type ``x`` to output type ``y`` (``identity_when``)."""
-    when = get_op(op).traits.identity_when
+    when = traits(op).identity_when
     return when is not None and when(attrs, x, y)
 
 
 def draws_random(op: str, attrs: Any) -> bool:
     """``op`` with ``attrs`` draws random numbers (``random_when``)."""
-    when = get_op(op).traits.random_when
+    when = traits(op).random_when
     return when is not None and when(attrs)
