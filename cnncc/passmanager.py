@@ -19,7 +19,8 @@ from cnncc.ir import Graph, verify
 
 
 class Pass(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...  # read-only: passes spell it as a class constant (a ClassVar or Final)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph: ...
 

@@ -163,7 +163,12 @@ class Emitter:
     def each(self, start: ir.Value | int, stop: ir.Value | int, body: Callable[[ir.Value], None],
              name: str = "i") -> None:
         """A loop without carried values."""
-        self.loop(start, stop, lambda i, _: (body(i), [])[1], (), name=name)
+
+        def step(i: ir.Value, _: list[ir.Value]) -> list[ir.Value]:
+            body(i)
+            return []
+
+        self.loop(start, stop, step, (), name=name)
 
     def each_streaming(self, out: ir.Value, nontemporal: bool, start: ir.Value | int, stop: ir.Value | int,
                        body: Callable[[ir.Value, bool], None]) -> None:

@@ -33,7 +33,10 @@ def check_against(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, A
 
 
 def save_npz(path: str | os.PathLike[str], params: Mapping[str, np.ndarray]) -> None:
-    np.savez(path, **{k: np.asarray(v) for k, v in params.items()})
+    # dict[str, Any]: numpy's stub types savez's keywords as arrays except allow_pickle (a bool), so a mapping of
+    # arrays only passes as Any (a parameter named allow_pickle cannot exist: names are "layer.weight").
+    arrays: dict[str, Any] = {k: np.asarray(v) for k, v in params.items()}
+    np.savez(path, **arrays)
 
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

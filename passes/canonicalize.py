@@ -105,7 +105,8 @@ class ConstantFolding:
             random = traits(node.op).random_when is not None
             if not arrays or any(a is None for a in arrays) or random or len(node.outputs) != 1:
                 return False
-            result = get_op(node.op).run_reference([a.astype("float32") for a in arrays], node.attrs)[0]
+            result = get_op(node.op).run_reference([a.astype("float32") for a in arrays if a is not None],
+                                                   node.attrs)[0]
             rw.replace(node.outputs[0], rw.new_param(f"{node.layer}.const", result))
             return True
 

@@ -24,6 +24,14 @@ class Value:
     """An SSA value. Immutable after construction; identity is the object itself."""
 
     __slots__ = ("type", "kind", "name", "node", "index", "trainable")
+    # Declared for type checkers (annotations only: no class attributes, so they do not clash with __slots__);
+    # __init__ sets them with object.__setattr__ since __setattr__ refuses every write.
+    type: TensorType
+    kind: ValueKind
+    name: str
+    node: Node | None  # the node whose output this is (RESULT values), else None
+    index: int  # which output of that node
+    trainable: bool
 
     def __init__(self, type_: TensorType, kind: ValueKind, name: str = "", node: Node | None = None,
                  index: int = 0, trainable: bool = False) -> None:
@@ -54,6 +62,11 @@ class Node:
     """One op application: ``outputs = op[attrs](inputs)``, tagged with the layer that wrote it."""
 
     __slots__ = ("op", "attrs", "inputs", "outputs", "layer")
+    op: str
+    attrs: Any  # the op's frozen attribute dataclass (its type depends on the op)
+    inputs: tuple[Value, ...]
+    outputs: tuple[Value, ...]
+    layer: str
 
     def __init__(self, op: str, attrs: Any, inputs: tuple[Value, ...], out_types: Sequence[TensorType],
                  layer: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from cnncc.ir.graph import Graph, Value, ValueKind
 
 
-def _shown(x: Any) -> list[dataclasses.Field]:
+def _shown(x: Any) -> list[dataclasses.Field[Any]]:
     """The fields printed: all but optional annotations left unset (``metadata={"optional": True}`` and None),
     so adding such an annotation to an op does not change the text or hash of graphs that do not set it."""
     return [f for f in dataclasses.fields(x) if not (f.metadata.get("optional") and getattr(x, f.name) is None)]

@@ -119,8 +119,8 @@ def output_size(n: int, k: int, stride: int, pad_before: int, pad_after: int, di
     return out
 
 
-def spatial_output(in_hw: Pair, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair, ceil_mode: bool,
-                   where: Where) -> Pair:
+def spatial_output(in_hw: tuple[int, ...], kernel: tuple[int, ...], stride: Pair, padding: Padding, dilation: Pair,
+                   ceil_mode: bool, where: Where) -> Pair:
     """Checked output ``(OH, OW)`` of a window op: the input is not empty and there is at least one window.
 
     Without ``ceil_mode`` that means the dilated kernel fits in the padded input. With it (pooling only), PyTorch

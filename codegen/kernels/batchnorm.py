@@ -285,14 +285,14 @@ def emit_bn_finalize(em: Emitter, env: KernelEnv, p: FinalizeParams) -> None:
         return ir.Constant(F64, x)
 
     def stat(slot: int, c: ir.Value) -> ir.Value:
-        return em.load(stats, b.add(c, i64(slot * p.cpad)), F64)  # type: ignore[arg-type]
+        return em.load(stats, b.add(c, i64(slot * p.cpad)), F64)
 
     def operand(k: int, c: ir.Value) -> ir.Value:
         ptr, base = ops[k]
         return b.fpext(em.load(ptr, b.add(c, i64(base))), F64)
 
     def put_coef(slot: int, c: ir.Value, v: ir.Value) -> None:
-        em.store(b.fptrunc(v, F32) if v.type == F64 else v, coef, b.add(c, i64(slot * p.cpad)))  # type: ignore
+        em.store(b.fptrunc(v, F32) if v.type == F64 else v, coef, b.add(c, i64(slot * p.cpad)))
 
     def channel(c: ir.Value) -> None:
         if p.mode == "sum":

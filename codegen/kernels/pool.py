@@ -129,6 +129,7 @@ def emit_pool(em: Emitter, env: KernelEnv, p: PoolParams) -> None:
 
             acc = em.loop(kh_lo, kh_hi, over_kh, [init], name="kh")[0]
             if p.kind == "avg":
+                assert p.recip is not None, "average pooling carries its divisors"
                 r = em.load(env.ptr(p.recip), b.add(b.mul(oh, i64(p.out_w)), ow))
                 acc = b.fmul(acc, em.splat(r))
             em.store_vec(acc, y, b.add(y_row, b.mul(ow, i64(em.width))))
