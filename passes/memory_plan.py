@@ -9,9 +9,10 @@ In-place reuse. An ``eltwise`` call may write its output over its first operand 
 last touched by this call (no later reader or writer), the output is first touched by it and is not also read, both
 are arena buffers of the same size, and the output stream has exactly ``a``'s addressing (the same ``Operand``
 base/img/blk/pix, blocked or plain), as does any other operand of the call that reads ``a``. Each vector is then read
-before it is stored at the same place by the same thread, so sharing the memory changes no result. Merged buffers form
-one *allocation* (union-find) whose live range is the union of theirs; they get the same ``Buffer.offset``, which is
-what the code generator bakes in. INPUT, OUTPUT and WEIGHTS buffers are never merged (they are not in the arena).
+before it is stored at the same place by the same thread, so sharing the memory changes no result. Merged buffers
+(a chain of merges) form one *allocation* whose live range is the union of theirs; they get the same
+``Buffer.offset``, which is what the code generator bakes in. INPUT, OUTPUT and WEIGHTS buffers are never merged
+(they are not in the arena).
 
 Placement. Allocations are placed one at a time, each at an aligned offset that overlaps no already-placed allocation
 whose live range intersects its own. The result depends on the order and on which gap is chosen, and no single rule
@@ -112,22 +113,18 @@ def inplace_pairs(program: Program, ranges: dict[Buffer, tuple[int, int]]) -> li
 
 
 def allocations(program: Program) -> tuple[list[Allocation], int]:
-    """The arena allocations (in-place merges applied, union-find) and the number of merges."""
+    """The arena allocations (in-place merges applied: merged chains) and the number of merges."""
     ranges = program.live_ranges()
-    parent = {b: b for b in ranges}
-
-    def find(b: Buffer) -> Buffer:
-        while parent[b] is not b:
-            parent[b] = parent[parent[b]]
-            b = parent[b]
-        return b
-
     pairs = inplace_pairs(program, ranges)
-    for a, out in pairs:
-        parent[find(out)] = find(a)
+    # A buffer is merged over at most one other (at the call that first touches it) and under at most one (at the
+    # call that last touches it): merges form chains, and in call order a chain's buffers come one after the other.
+    # So no union-find: each buffer joins the allocation of the buffer it is merged over (first: its own).
+    over = {out: a for a, out in pairs}
+    root: dict[Buffer, Buffer] = {}
     groups: dict[Buffer, list[Buffer]] = {}
     for b in ranges:
-        groups.setdefault(find(b), []).append(b)
+        root[b] = root[over[b]] if b in over else b
+        groups.setdefault(root[b], []).append(b)
     allocs = [Allocation(bs, max(slot_bytes(b) for b in bs), min(ranges[b][0] for b in bs),
                          max(ranges[b][1] for b in bs)) for bs in groups.values()]
     return allocs, len(pairs)
