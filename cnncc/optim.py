@@ -44,8 +44,10 @@ def _check_lr(name: str, lr: float) -> None:
 class Optimizer(Protocol):
     """What every optimiser offers a training compiler."""
 
-    lr: float
     op: ClassVar[str]
+
+    @property
+    def lr(self) -> float: ...  # read-only: the optimisers are frozen dataclasses (a schedule sets the step's lr)
 
     @property
     def attrs(self) -> Any: ...
