@@ -30,10 +30,19 @@ from typing import Any, ClassVar, Protocol
 from cnncc.errors import CnnccError
 from cnncc.ops.adagrad_update import AdagradAttrs
 from cnncc.ops.adam_update import AdamAttrs
+from cnncc.ops.registry import UpdateOperands, traits
 from cnncc.ops.rmsprop_update import RmspropAttrs
 from cnncc.ops.sgd_update import SgdAttrs
 
 # -- optimisers ----------------------------------------------------------------------------------------------------
+
+
+def _update_operands(op: str) -> UpdateOperands:
+    """The scalar and state operands of the update op ``op`` (its ``OpTraits.update``)."""
+    update = traits(op).update
+    if update is None:
+        raise CnnccError(f"op '{op}' is not an optimiser update")
+    return update
 
 
 def _check_lr(name: str, lr: float) -> None:
@@ -84,16 +93,12 @@ class _Base:
     @property
     def state(self) -> tuple[str, ...]:
         """Names of the per-parameter state tensors (operands after the scalars, results after the parameter)."""
-        from cnncc.ops import get_op
-
-        return get_op(self.op).extra["state"](self.attrs)
+        return _update_operands(self.op).state(self.attrs)
 
     @property
     def scalars(self) -> tuple[str, ...]:
         """Run-time scalar operands after ``(param, grad)``: ``("lr",)``, Adam ``("lr", "step")``."""
-        from cnncc.ops import get_op
-
-        return get_op(self.op).extra["scalars"]
+        return _update_operands(self.op).scalars
 
 
 @dataclass(frozen=True)

@@ -770,8 +770,8 @@ def test_classifier_with_loss_outputs() -> None:
 def _update_case(op: str, attrs: Any, shape: tuple[int, ...], scalar_params: bool) -> tuple:
     from cnncc.ops import get_op
 
-    scalars = get_op(op).extra["scalars"]
-    state = get_op(op).extra["state"](attrs)
+    update = get_op(op).traits.update
+    scalars, state = update.scalars, update.state(attrs)
     x, g = randn(*shape), randn(*shape)
     st_arrays = [np.abs(randn(*shape)) if name in ("sum", "square_avg", "v") else randn(*shape) for name in state]
     sc = [np.asarray(0.05, np.float32), np.asarray(3.0, np.float32)][:len(scalars)]

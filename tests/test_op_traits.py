@@ -101,7 +101,10 @@ def test_traits_agree_with_the_definition(op: str) -> None:
     # only forward ops have a VJP; backward, statistics and update ops have none, by design
     assert (d.vjp is not None) == (t.role is Role.FORWARD), op
     if t.elementwise is Elementwise.UNARY:  # an activation: one operand, a VJP through activation_grad's derivative
-        assert d.inputs == ("x",) and "derivative" in d.extra, op
+        assert d.inputs == ("x",) and d.derivative is not None, op
+    else:
+        assert d.derivative is None, op  # activation_grad differentiates exactly the unary elementwise ops
+    assert (t.update is not None) == (t.role is Role.UPDATE), op
     if t.elementwise is Elementwise.BINARY:
         assert d.inputs == ("a", "b"), op
     if t.epilogue is EpilogueRole.ACTIVATION:

@@ -33,13 +33,13 @@ class ActivationGradAttrs:
 
 def _derivative(op: str) -> Any:
     opdef = all_ops().get(op)
-    return None if opdef is None else opdef.extra.get("derivative")
+    return None if opdef is None else opdef.derivative
 
 
 def _infer(types: Sequence[TensorType], a: ActivationGradAttrs, where: Where) -> Sequence[TensorType]:
     x, dy = types
     if _derivative(a.op) is None:
-        known = sorted(n for n, d in all_ops().items() if "derivative" in d.extra)
+        known = sorted(n for n, d in all_ops().items() if d.derivative is not None)
         raise where.fail("activation", f"op = {a.op!r} is not an elementwise activation with a derivative; "
                                        f"known: {', '.join(known)}")
     all_ops()[a.op].infer_types([x], a.attrs, where.layer)  # the forward attributes' own checks

@@ -45,9 +45,8 @@ def register_unary(name: str, fn: Callable[[np.ndarray, Any], np.ndarray], *, at
         return flops_per_element * outs[0].size
 
     vjp = None if derivative is None else _activation_vjp(name)
-    extra: dict[str, Any] = {} if derivative is None else {"derivative": derivative}
     return register(OpDef(name=name, inputs=("x",), infer=infer, reference=reference, attrs=attrs, flops=flops,
-                          vjp=vjp, traits=ACTIVATION, extra=extra, doc=doc or (fn.__doc__ or "")))
+                          vjp=vjp, traits=ACTIVATION, derivative=derivative, doc=doc or (fn.__doc__ or "")))
 
 
 def _activation_vjp(name: str) -> Callable[[Any, Any, Sequence[Any]], list[Any]]:

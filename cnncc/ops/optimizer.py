@@ -17,7 +17,7 @@ import numpy as np
 
 from cnncc.ir.types import TensorType
 from cnncc.ops.operands import require_same_float
-from cnncc.ops.registry import OpDef, OpTraits, Role, Where, register
+from cnncc.ops.registry import OpDef, OpTraits, Role, UpdateOperands, Where, register
 
 SCALAR_SHAPES = ((), (1,))
 
@@ -81,8 +81,8 @@ def register_update(name: str, *, attrs: type, scalars: tuple[str, ...], state: 
 
     return register(OpDef(name=name, inputs=operands, infer=infer, reference=reference, attrs=attrs,
                           optional=optional,
-                          flops=flops, traits=OpTraits(role=Role.UPDATE), doc=doc,
-                          extra={"scalars": scalars, "state": state}))
+                          flops=flops, traits=OpTraits(role=Role.UPDATE, update=UpdateOperands(scalars, state)),
+                          doc=doc))
 
 
 def decayed(p: np.ndarray, g: np.ndarray, weight_decay: float) -> np.ndarray:

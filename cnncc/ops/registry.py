@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -114,6 +114,17 @@ class Category(Enum):
 IdentityFn = Callable[[Any, TensorType, TensorType], bool]
 # ``random_when(attrs)``: the op draws random numbers (a mask) with these attributes.
 RandomFn = Callable[[Any], bool]
+# ``derivative(x, attrs)``: an elementwise op's dy/dx at every element of ``x`` (numpy, in ``x``'s dtype).
+DerivativeFn = Callable[[np.ndarray, Any], np.ndarray]
+
+
+@dataclass(frozen=True)
+class UpdateOperands:
+    """What an optimiser update op reads besides the parameter and its gradient: ``scalars``, its run-time scalar
+    operands (``("lr",)``, Adam's ``("lr", "step")``), then the state tensors ``state(attrs)`` names."""
+
+    scalars: tuple[str, ...]
+    state: Callable[[Any], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,7 @@ class OpTraits:
     merged; a training step gives it a run-time seed); an op that has one is never constant-folded either.
     ``fused_form``: the op that is this op with an epilogue (conv2d -> fused_conv2d); ``base``: the reverse link
     (fused_conv2d -> conv2d), so code that treats a layer and its fused form alike asks the trait, not the name.
+    ``update``: an optimiser update's scalar and state operands (set exactly when ``role`` is ``UPDATE``).
     """
 
     role: Role = Role.FORWARD
@@ -142,6 +154,7 @@ class OpTraits:
     random_when: RandomFn | None = None
     fused_form: str | None = None
     base: str | None = None
+    update: UpdateOperands | None = None
 
 
 BACKWARD = OpTraits(role=Role.BACKWARD)  # the traits of every backward op
@@ -157,6 +170,7 @@ class OpDef:
     ``macs`` counts multiply-accumulates (the seeds' "FLOPs" for ResNet-50 are MACs); ``flops`` counts every
     arithmetic operation (2 per MAC, 1 per elementwise op, ...). ``vjp`` is the vector-Jacobian product (module
     docstring), ``None`` for an op that cannot be differentiated through yet. ``traits``: see :class:`OpTraits`.
+    ``derivative``: an activation's elementwise dy/dx, the reference of its VJP (``activation_grad``).
     """
 
     name: str
@@ -170,9 +184,9 @@ class OpDef:
     flops: CountFn = _zero
     vjp: VjpFn | None = None
     traits: OpTraits = OpTraits()
+    derivative: DerivativeFn | None = None
     algorithms: tuple[str, ...] = ("reference",)
     doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def default_attrs(self) -> Any:
         try:

@@ -56,11 +56,17 @@ def _tensor(lw: Lowering, v: Value, layer: str, op: str) -> Placed:
     return lw.plain(v, layer)
 
 
+def _scalars(op: str) -> tuple[str, ...]:
+    update = get_op(op).traits.update
+    assert update is not None, op  # an update op declares its operands
+    return update.scalars
+
+
 @lowering(*UPDATE_OPS)
 def lower_update(lw: Lowering, node: Node) -> None:
     if any(v.dtype is not DType.FLOAT32 for v in node.inputs):
         raise Unsupported(f"layer '{node.layer}': {node.op} is compiled for float32 only")
-    scalars = get_op(node.op).extra["scalars"]
+    scalars = _scalars(node.op)
     k = 2 + len(scalars)
     tensors = [_tensor(lw, v, node.layer, node.op) for v in (*node.inputs[:2], *node.inputs[k:])]
     lr = _scalar(lw, node.inputs[2], node.layer)
