@@ -360,7 +360,7 @@ def emulate(x: np.ndarray, w: np.ndarray, tc: TransformConv, padding: tuple[int,
     v = tiles @ tc.input_matrix().T.astype(dtype)  # (n, c, tiles, values)
     v = v.reshape(n, c, th * tw, tc.points, tc.pair).transpose(0, 3, 2, 4, 1).reshape(n, tc.points, th * tw,
                                                                                       tc.pair * c)
-    u = tc.filter_transform(np.asarray(w, np.float64)).astype(dtype)  # (points, pair*K, pair*C)
+    u: np.ndarray = tc.filter_transform(np.asarray(w, np.float64)).astype(dtype)  # (points, pair*K, pair*C)
     mm = v @ u.transpose(0, 2, 1)  # (n, points, tiles, pair*K)
     mm = mm.reshape(n, tc.points, th * tw, tc.pair, k).transpose(0, 4, 2, 1, 3).reshape(n, k, th * tw, tc.values)
     y = mm @ tc.output_matrix().T.astype(dtype)  # (n, k, tiles, out_h*out_w)

@@ -57,7 +57,7 @@ def check_grad_attrs(a: Conv2dGradAttrs, where: Where) -> tuple[tuple[int, int],
     return stride, padding, dilation, a.groups, size
 
 
-def check_dy_spatial(dy: TensorType, x_hw: tuple[int, int], kernel: tuple[int, int], a: Conv2dGradAttrs,
+def check_dy_spatial(dy: TensorType, x_hw: tuple[int, ...], kernel: tuple[int, ...], a: Conv2dGradAttrs,
                      where: Where) -> None:
     """dy's (OH, OW) must be the forward conv's output size for input ``x_hw`` and kernel ``kernel``."""
     oh, ow = spatial_output(x_hw, kernel, a.stride, a.padding, a.dilation, False, where)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -53,6 +54,10 @@ from cnncc.codegen.lower import Lowering, lowering
 from cnncc.codegen.module import KernelEnv, kernel
 from cnncc.ir import Node, ValueKind
 from cnncc.program import Buffer
+
+# One tap of a pooling window: (input row, input column, carried values) -> the next carried values.
+Tap = Callable[[ir.Value, ir.Value, list[ir.Value]], list[ir.Value]]
+
 
 # -- pooling gradients ------------------------------------------------------------------------------------------
 
@@ -145,13 +150,13 @@ def emit_pool_grad(em: Emitter, env: KernelEnv, p: PoolGradParams) -> None:
                 kw_lo, kw_hi = _bounds(em, w0, p.kw, p.dw, p.w)
                 g = em.load_vec(dy, b.add(b.add(dy_plane, b.mul(oh, i64(p.dy_addr.row))), b.mul(ow, i64(width))))
 
-                def taps(body: object, carried: list[ir.Value]) -> list[ir.Value]:
+                def taps(body: Tap, carried: list[ir.Value]) -> list[ir.Value]:
                     def over_kh(kh: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
                         hh = b.add(h0, b.mul(kh, i64(p.dh)))
 
                         def over_kw(kw: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
                             ww = b.add(w0, b.mul(kw, i64(p.dw)))
-                            return body(hh, ww, acc)  # type: ignore[operator,no-any-return]
+                            return body(hh, ww, acc)
 
                         return em.loop(kw_lo, kw_hi, over_kw, acc, name="kw")
 
@@ -164,15 +169,21 @@ def emit_pool_grad(em: Emitter, env: KernelEnv, p: PoolGradParams) -> None:
                 if p.kind == "avg":
                     r = em.load(env.ptr(p.div), b.add(b.mul(oh, i64(p.out_w)), ow))  # type: ignore[arg-type]
                     share = b.fdiv(g, em.splat(r))
-                    taps(lambda hh, ww, acc: (add_to(hh, ww, share), acc)[1], [])
+
+                    def spread(hh: ir.Value, ww: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+                        add_to(hh, ww, share)
+                        return acc
+
+                    taps(spread, [])
                     return
 
                 def index(hh: ir.Value, ww: ir.Value) -> ir.Value:
                     return em.splat(b.sitofp(b.add(b.mul(hh, i64(p.w)), ww), F32))
 
                 def argmax(hh: ir.Value, ww: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-                    off = b.add(b.add(x_plane, b.mul(hh, i64(p.x_addr.row))), b.mul(ww, i64(width)))  # type: ignore
-                    v = em.load_vec(x, off)  # type: ignore[arg-type]
+                    assert x is not None and p.x_addr is not None, "max pooling's gradient reads its input"
+                    off = b.add(b.add(x_plane, b.mul(hh, i64(p.x_addr.row))), b.mul(ww, i64(width)))
+                    v = em.load_vec(x, off)
                     best, idx = acc
                     nan_v = b.fcmp_unordered("uno", v, v)
                     num_best = b.fcmp_ordered("ord", best, best)
@@ -741,8 +752,11 @@ def emit_pack_dy(em: Emitter, env: KernelEnv, p: PackDyParams) -> None:
             em.each(0, env.batch, lambda nn: em.each(0, p.ow, lambda j: copy(j, nn), name="j"), name="n")
             em.each(env.batch, p.n, lambda nn: em.each(0, p.ow, lambda j: zero_at(j, nn), name="jz"), name="z")
         else:
-            em.each(0, p.ow, lambda j: (em.each(0, env.batch, lambda nn: copy(j, nn), name="n"),
-                                        em.each(env.batch, p.n, lambda nn: zero_at(j, nn), name="z"))[0], name="j")
+            def column(j: ir.Value) -> None:
+                em.each(0, env.batch, lambda nn: copy(j, nn), name="n")
+                em.each(env.batch, p.n, lambda nn: zero_at(j, nn), name="z")
+
+            em.each(0, p.ow, column, name="j")
 
     em.each(lo, hi, item, name="item")
 
