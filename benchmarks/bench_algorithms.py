@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 
 import cnncc
-from cnncc.codegen.convalgo import ConvShape, why_not
-from cnncc.tuner import measure_many, model_convs
 from cnncc.codegen.peak import measure_peak_gflops
 from cnncc.codegen.select import DEFAULT_ALGORITHMS, CpuConvChooser, MachineModel
 from cnncc.codegen.target import Target
+from cnncc.convalgo import ConvShape, lookup
 from cnncc.frontend.models import ZOO
 from cnncc.ops.conv2d import ConvImpl
+from cnncc.tuner import measure_many, model_convs
 from cnncc.tuning import TuningDB
 
 
@@ -63,7 +63,7 @@ def per_layer(shapes: dict[ConvShape, list[str]], algos: list[str], threads: int
               peak: float) -> list[dict[str, object]]:
     rows = []
     for cs, layers in shapes.items():
-        got = run(cs, [a for a in algos if why_not(a, cs) is None], threads, repeats, peak)
+        got = run(cs, [a for a in algos if lookup(a, "cpu").why_not(cs) is None], threads, repeats, peak)
         direct = next(g for g in got if g["algorithm"] == "direct")
         for g in got:
             rows.append({"layer": layers[0], "layers": layers, "signature": cs.signature(), **g,
@@ -128,7 +128,7 @@ def selection(target: Target, machine: MachineModel, threads: int, repeats: int,
     for i, (cs, layers) in enumerate(shapes.items()):
         choice = chooser.choose_shape(cs, layers[0])
         allowed = [c.impl.algorithm for c in choice.candidates if not c.excluded]
-        algos = [a for a in DEFAULT_ALGORITHMS if why_not(a, cs) is None and a in allowed]
+        algos = [a for a in DEFAULT_ALGORITHMS if lookup(a, "cpu").why_not(cs) is None and a in allowed]
         a = {x: m.seconds for x, m in zip(algos, measure_many(cs, [ConvImpl(x) for x in algos], threads=threads,
                                                                  repeats=repeats), strict=True)}
         b = {x: m.seconds for x, m in zip(algos, measure_many(cs, [ConvImpl(x) for x in algos], threads=threads,

@@ -13,8 +13,8 @@ from cnncc.driver import conv_selection, optimize
 
 def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: int = 1,  # noqa: A001
             cpu: str = "host", params: Mapping[str, np.ndarray] | None = None, optimize_graph: bool = True,
-            passes: Any = None, algorithms: str | Sequence[str] | None = None, max_error: float | None = None,
-            tuning_db: Any = None) -> Any:
+            passes: Any = None, algorithms: str | Sequence[str] | Mapping[str, str] | None = None,
+            max_error: float | None = None, tuning_db: Any = None) -> Any:
     """Compile a DSL model (or a graph with its ``params``) to native code.
 
     ``target="cpu"`` uses the LLVM backend for ``cpu`` (``"host"``, or an LLVM CPU name such as ``"x86-64-v3"``).
@@ -26,9 +26,12 @@ def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: 
     winograd2/4/6, fft8/16 that apply) whose measured error stays within ``max_error`` (default
     ``cnncc.codegen.select.DEFAULT_MAX_ERROR``), by the cost model or by times ``cnncc tune`` stored in the tuning
     database (``tuning_db``: a path or :class:`cnncc.tuning.TuningDB`; default ``$CNNCC_TUNING_DB`` or
-    ``~/.cache/cnncc/tuning.json``). ``algorithms="direct"`` compiles every convolution directly. The result's
-    ``choices`` say what was chosen and why. With ``optimize_graph=False`` no algorithm is selected (direct) unless
-    ``algorithms`` is given.
+    ``~/.cache/cnncc/tuning.json``). ``algorithms="direct"`` compiles every convolution directly (depthwise layers
+    with the depthwise kernel: the baseline). A mapping layer -> algorithm forces those layers (the others are
+    chosen); forcing one that does not apply raises :class:`cnncc.errors.AlgorithmError`, e.g. ``layer 'conv1':
+    winograd4 does not apply: kernel 7x7: Winograd F(m, 3x3) needs a 3x3 kernel``. The result's ``choices`` say
+    what was chosen and why, its ``layer_algorithms`` which kernel ran. With ``optimize_graph=False`` no algorithm
+    is selected (the baseline, or an ``impl`` set in the graph) unless ``algorithms`` is given.
     """
     from cnncc.driver import compile_model
 

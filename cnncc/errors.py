@@ -22,6 +22,18 @@ class ShapeError(CnnccError):
         super().__init__(f"layer '{layer}' ({op}): {rule}: {detail}")
 
 
+class AlgorithmError(CnnccError):
+    """A convolution algorithm was forced on (or hand-set in the IR for) a layer it cannot compute.
+
+    The message reads ``layer '<layer>': <algorithm> does not apply: <rule, with the values>``, e.g.
+    ``layer 'conv1': winograd4 does not apply: kernel 7x7: Winograd F(m, 3x3) needs a 3x3 kernel``.
+    """
+
+    def __init__(self, layer: str, algorithm: str, rule: str) -> None:
+        self.layer, self.algorithm, self.rule = layer, algorithm, rule
+        super().__init__(f"layer '{layer}': {algorithm} does not apply: {rule}")
+
+
 class OpAttributeError(CnnccError):
     """An op attribute is malformed (a negative stride, an unknown activation name, ...)."""
 

@@ -37,9 +37,6 @@ from cnncc.optim import SGD, Optimizer
 from cnncc.program import STATE_PREFIX
 
 LOSSES = ("cross_entropy", "nll", "mse")
-# Forward-convolution algorithms a training step may use: their weights change every step, so the filters must be
-# transformed at run time, which the CPU backend does for Winograd (FFT's complex transform is compile-time only).
-TRAINING_ALGORITHMS = ("direct", "im2col", "winograd2", "winograd4", "winograd6")
 
 
 def slot_name(slot: str, param: str) -> str:
@@ -254,10 +251,10 @@ class Trainer:
         params = dict(model.params)
         for name, shape in self.train.slots.items():
             params[name] = np.zeros(shape, np.float32)
-        algos = TRAINING_ALGORITHMS if algorithms is None else algorithms
-        # forward convolutions: algorithm chosen per layer (and why)
+        # every convolution's algorithm, forward and backward data (and why); with algorithms=None the FFT, whose
+        # filters are transformed at compile time only, is not applicable to weights that change at every step
         self.compiled, self.choices = compile_training_step(self.train.graph, params, self.train.state, cpu, threads,
-                                                            algos)
+                                                            algorithms)
         self.lr = float(self.optimizer.lr)
         self.steps = 0
         self.seed_base = 0  # training dropout's run-time seed at step k is seed_base + k (the ``seed`` input)
@@ -353,11 +350,13 @@ def compile_training(model: Any, loss: str = "cross_entropy", optimizer: Optimiz
                      threads: int | None = None, cpu: str = "host", recompute: bool | Sequence[str] = False,
                      algorithms: str | Sequence[str] | None = None) -> Trainer:
     """Compile ``model``'s training step: forward (training mode), ``loss``, backward and ``optimizer`` update as one
-    native entry point. Returns a :class:`Trainer`. ``algorithms``: the forward convolutions' candidates (default
-    :data:`TRAINING_ALGORITHMS`, chosen per layer by the cost model as in ``cnncc.compile``; ``"direct"`` for
-    direct convolution only)."""
+    native entry point. Returns a :class:`Trainer`. ``algorithms``: the forward convolutions' candidates (default:
+    every registered algorithm that runs with weights changing at every step, chosen per layer by the cost model as
+    in ``cnncc.compile``; ``"direct"`` for direct convolution only), or a mapping layer -> algorithm forcing those
+    layers (:class:`cnncc.errors.AlgorithmError` if one does not apply). Backward-data convolutions are chosen by
+    the cost model among the algorithms compiled for them."""
     return Trainer(model, batch, loss, optimizer, threads, cpu, recompute, algorithms)
 
 
-__all__ = ["LOSSES", "TRAINING_ALGORITHMS", "StepStats", "Trainer", "TrainingGraph", "batches",
+__all__ = ["LOSSES", "StepStats", "Trainer", "TrainingGraph", "batches",
            "compile_training", "saved_activations", "training_graph", "with_loss"]

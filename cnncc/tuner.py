@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncc.codegen.convalgo import ConvShape, why_not
 from cnncc.codegen.select import Candidate, CpuConvChooser
+from cnncc.convalgo import ConvShape, baseline_for, lookup
 from cnncc.ir import Graph, GraphBuilder
 from cnncc.ops.conv2d import Conv2dAttrs, ConvImpl
 
@@ -86,22 +86,6 @@ def measure_many(cs: ConvShape, impls: Sequence[ConvImpl], cpu: str = "host", th
     return [Measurement(impl, t, e, cs.macs) for impl, t, e in zip(impls, best, errors, strict=True)]
 
 
-def schedule_variants(cs: ConvShape, width: int) -> list[ConvImpl]:
-    """Direct-kernel register tiles worth trying besides the default rule (fewer/more pixels, 1/2/4 blocks)."""
-    from cnncc.codegen.kernels.conv import choose_schedule
-    from cnncc.codegen.layout import padded_channels
-
-    if cs.groups > 1:
-        return []
-    kb = padded_channels(cs.k, width) // width
-    base = choose_schedule(width, kb, cs.ow, cs.r * cs.s)
-    out = []
-    for ur, ocb in ((14, 1), (4, 4), (12, 2), (6, 2)):
-        if kb % ocb == 0 and (ur, ocb) != (base.ur_w, base.ocb) and ur <= cs.ow:
-            out.append(ConvImpl("direct", ur, ocb))
-    return out[:2]
-
-
 @dataclass
 class TuneResult:
     signature: str
@@ -133,9 +117,10 @@ def tune_shapes(shapes: dict[ConvShape, list[str]], chooser: CpuConvChooser, cpu
             chooser.check_error(cs, c)
         allowed = sorted((c for c in cands if not c.excluded), key=lambda c: c.estimate_s)
         pick: list[ConvImpl] = [c.impl for c in allowed[:top]]
-        if ConvImpl("direct") not in pick:
-            pick.append(ConvImpl("direct"))
-        pick += schedule_variants(cs, chooser.target.vector_width)
+        baseline = ConvImpl(baseline_for(cs, "cpu").name)  # direct, or depthwise
+        if baseline not in pick:
+            pick.append(baseline)
+        pick += chooser.schedule_variants(cs)
         measured = {Candidate(m.impl, 0.0).label: m
                     for m in measure_many(cs, pick, cpu, chooser.threads, max(1, repeats // 3))}
         best = min(measured, key=lambda k: measured[k].seconds)
@@ -160,5 +145,6 @@ def model_convs(graph: Graph) -> dict[ConvShape, list[str]]:
     return out
 
 
-def applicable(cs: ConvShape, algorithms: Sequence[str]) -> list[str]:
-    return [a for a in algorithms if why_not(a, cs) is None]
+def applicable(cs: ConvShape, algorithms: Sequence[str], target: str = "cpu") -> list[str]:
+    """Those of ``algorithms`` whose record applies to ``cs`` (what ``cnncc bench`` times)."""
+    return [a for a in algorithms if lookup(a, target).why_not(cs) is None]

@@ -197,12 +197,8 @@ def physical(graph: Graph, params: Mapping[str, np.ndarray]) -> _Physical:
             writer.setdefault(id(buf), []).append(call.kernel)
     algorithm: dict[Value, str] = {}
     for node in graph.nodes:
-        if all_ops()[node.op].traits.category is Category.CONV:  # what the lowering ran: the algorithm or its fallback
-            from cnncc.codegen.convalgo import ConvShape, impl_of, why_not
-
-            cs, impl = ConvShape.of(node), impl_of(node)
-            algorithm[node.outputs[0]] = ("depthwise" if cs.depthwise else impl.algorithm
-                                          if why_not(impl.algorithm, cs) is None else "direct")
+        if all_ops()[node.op].traits.category is Category.CONV and node.layer in program.algorithms:
+            algorithm[node.outputs[0]] = program.algorithms[node.layer]  # what the lowering emitted
             continue
         for v in node.outputs:
             p = program.placed.get(v)

@@ -326,16 +326,6 @@ def fft(t: int, r: int, s: int, sh: int = 1, sw: int = 1) -> TransformConv:
                          pair=2, points=t * (t // 2 + 1), input_stages=ins, output_stages=outs, r=r, s=s)
 
 
-@cache
-def transform_for(name: str, r: int, s: int, sh: int, sw: int) -> TransformConv:
-    """The transform of algorithm ``name`` ("winograd2", "winograd4", "winograd6", "fft8", "fft16", ...)."""
-    if name.startswith("winograd"):
-        return winograd(int(name[len("winograd"):]), r, s)
-    if name.startswith("fft"):
-        return fft(int(name[3:]), r, s, sh, sw)
-    raise CnnccError(f"unknown transform algorithm '{name}'")
-
-
 # -- numpy emulation ---------------------------------------------------------------------------------------------
 
 

@@ -1,16 +1,19 @@
 """select-algorithms: set each convolution's ``impl`` (algorithm and schedule) from a backend's chooser.
 
 The pass is target-neutral: the chooser (for the CPU, :class:`cnncc.codegen.select.CpuConvChooser`) knows the
-algorithms, their constraints, costs and errors; the pass only asks it per conv node, writes the answer into the
-IR, and records the choice with its reasons in ``ctx.choices`` (what ``cnncc explain`` prints).
+algorithms (the registry of :mod:`cnncc.convalgo`), their constraints, costs and errors; the pass only asks it per
+conv node -- forward (``conv2d``, ``fused_conv2d``) and backward-data (``conv2d_grad_input``) alike -- writes the
+answer into the IR, where the lowering reads it and never chooses, and records the choice with its reasons in
+``ctx.choices`` (what ``cnncc explain`` prints). A forced algorithm that does not apply raises the chooser's
+:class:`cnncc.errors.AlgorithmError`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from cnncc.convalgo import with_impl
 from cnncc.ir import Graph, Node
 from cnncc.passes.rewrite import Rewriter, rewrite
 from cnncc.passmanager import PassContext
@@ -26,15 +29,12 @@ class SelectConvAlgorithms:
             self.chooser.prepare(graph, ctx.params)
 
         def pattern(node: Node, rw: Rewriter) -> bool:
-            if node.op not in ("conv2d", "fused_conv2d"):
+            if node.op not in ("conv2d", "fused_conv2d", "conv2d_grad_input"):
                 return False
             choice = self.chooser.choose(node)
             ctx.choices[node.layer] = choice
             ctx.note(self.name, f"{node.layer}: {choice.reason()}")
-            if node.op == "fused_conv2d":
-                attrs = dataclasses.replace(node.attrs, conv=dataclasses.replace(node.attrs.conv, impl=choice.impl))
-            else:
-                attrs = dataclasses.replace(node.attrs, impl=choice.impl)
+            attrs = with_impl(node, choice.impl)
             rw.replace(node.outputs[0], rw.emit(node.op, [rw.value(v) for v in node.inputs], attrs, node.layer))
             return True
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cnncc.convalgo import conv_attrs
 from cnncc.ir import Graph, Node, Value
 from cnncc.ops.epilogue import EpilogueStep
 from cnncc.ops.fused_conv2d import FusedConv2dAttrs
@@ -76,7 +77,7 @@ def _as_fused(rw: Rewriter, layer: Node) -> tuple[str, list[Value], tuple[Epilog
 def _emit_fused(rw: Rewriter, layer: Node, op: str, ops: list[Value], steps: tuple[EpilogueStep, ...],
                 base: object) -> Value:
     if op == "fused_conv2d":
-        conv = base.conv if isinstance(base, FusedConv2dAttrs) else base
+        conv = conv_attrs(layer)  # base's convolution attributes (layer is a conv2d or a fused_conv2d)
         attrs: object = FusedConv2dAttrs(conv=conv, epilogue=steps)
     else:
         attrs = FusedLinearAttrs(epilogue=steps)
@@ -96,7 +97,7 @@ class FuseEpilogue:
     fuse_residual_into: tuple[str, ...] = ("dense-conv",)
 
     def _takes_residual(self, layer: Node) -> bool:
-        conv = layer.attrs.conv if layer.op == "fused_conv2d" else layer.attrs
+        conv = conv_attrs(layer)
         return traits(layer.op).category is Category.CONV and conv.groups == 1 and \
             "dense-conv" in self.fuse_residual_into
 

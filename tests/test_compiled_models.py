@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import cnncc
+from cnncc.convalgo import ConvShape
 from cnncc.frontend.model import Model
 from cnncc.frontend.models import ZOO, get_model
 from cnncc.testing import build_c_example, randomize, rel_error, run_c_example
@@ -74,6 +75,17 @@ def test_compiled_matches_interpreter(compiled: Compiled, batch: int) -> None:
     assert err <= TOL_COMPILED_MODEL, f"{c.name} at batch {batch}: rel error {err:.3g}"
     if batch > 1:  # the samples differ, so a batch-indexing mix-up would show
         assert not np.allclose(want[0], want[1])
+
+
+def test_every_conv_runs_the_kernel_chosen_for_it(compiled: Compiled) -> None:
+    """The compiled model reports, per conv layer, the algorithm its lowering emitted: the selection pass's choice
+    (no fallback), depthwise layers on the depthwise kernel."""
+    c = compiled
+    ran = c.cm.program.algorithms
+    assert ran and ran == {layer: choice.impl.algorithm for layer, choice in c.cm.choices.items()}
+    depthwise = {n.layer for n in c.cm.graph.nodes if n.op in ("conv2d", "fused_conv2d")
+                 and ConvShape.of(n).depthwise}
+    assert {layer for layer, a in ran.items() if a == "depthwise"} == depthwise
 
 
 def test_batch_elements_are_independent(compiled: Compiled) -> None:

@@ -301,4 +301,5 @@ def test_output_type_is_nchw() -> None:
     y = b.apply("conv2d", [b.input("x", (2, 3, 9, 9), DType.FLOAT64), b.param("w", (8, 3, 3, 3), DType.FLOAT64)],
                 Conv2dAttrs(stride=(2, 2), padding=(0, 1, 1, 0)))
     assert (y.shape, y.dtype, y.type.layout) == ((2, 8, 4, 4), DType.FLOAT64, Layout.NCHW)
-    assert get_op("conv2d").algorithms == ("direct", "im2col", "winograd2", "winograd4", "winograd6", "fft8", "fft16")
+    assert get_op("conv2d").algorithms == ("direct", "depthwise", "im2col", "winograd2", "winograd4", "winograd6",
+                                           "fft8", "fft16")  # cnncc.convalgo.ALGORITHMS

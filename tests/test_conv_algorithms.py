@@ -1,6 +1,8 @@
 """Convolution algorithms (issue 5): the transforms' math against PyTorch in float64, every compiled algorithm
-against the float64 reference within its named tolerance over zoo and random layer shapes, fallbacks, epilogues,
-the selection pass (error budget, measured times from the database), tuning and its resumption, and the CLI."""
+against the float64 reference within its named tolerance over zoo and random layer shapes where it applies (each
+test asserts which kernel ran: ``program.algorithms``), the documented error for an algorithm forced or hand-set
+where it does not apply, epilogues, the registry as the single source of tolerances and defaults, the selection
+pass (error budget, measured times from the database, forcing), tuning and its resumption, and the CLI."""
 
 from __future__ import annotations
 
@@ -13,17 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import cnncc
-from cnncc.codegen.convalgo import ConvShape, why_not
-from cnncc.codegen.select import CpuConvChooser, MachineModel, emulated_error
+from cnncc.codegen.select import DEFAULT_ALGORITHMS, CpuConvChooser, MachineModel, emulated_error
 from cnncc.codegen.target import Target
-from cnncc.codegen.transforms import WINOGRAD_POINTS, _winograd, emulate, transform_for
+from cnncc.codegen.transforms import WINOGRAD_POINTS, TransformConv, _winograd, emulate
+from cnncc.convalgo import ConvShape, lookup, records
+from cnncc.errors import AlgorithmError
 from cnncc.frontend import models
 from cnncc.ir import GraphBuilder
 from cnncc.ops.conv2d import ALGORITHMS, Conv2dAttrs, ConvImpl
+from cnncc.ops.conv2d_grad_input import Conv2dGradAttrs
 from cnncc.runtime import interpret
 from cnncc.testing import TOL_ALGORITHM, TOL_F64, rel_error
 from cnncc.tuner import layer_graph, measure, model_convs, tune_shapes
@@ -36,6 +40,14 @@ def shape(n: int, c: int, h: int, w: int, k: int, r: int, stride: int = 1, pad: 
     p = r // 2 if pad is None else pad
     oh, ow = (h + 2 * p - r) // stride + 1, (w + 2 * p - r) // stride + 1
     return ConvShape(n, c, h, w, k, r, r, (stride, stride), (p, p, p, p), (1, 1), 1, oh, ow)
+
+
+def why_not(algorithm: str, cs: ConvShape) -> str | None:
+    return lookup(algorithm, "cpu").why_not(cs)
+
+
+def transform(algorithm: str, r: int, stride: int) -> TransformConv:
+    return lookup(algorithm, "cpu").hooks.transform(r, r, stride, stride)
 
 
 def torch_conv64(x: np.ndarray, w: np.ndarray, cs: ConvShape) -> np.ndarray:
@@ -54,7 +66,7 @@ def test_transform_math_equals_torch_in_float64(algorithm: str, r: int, stride: 
     cs = shape(2, 5, 19, 23, 6, r, stride, pad=r // 2)
     x = rng.standard_normal((cs.n, cs.c, cs.h, cs.w))
     w = rng.standard_normal((cs.k, cs.c, r, r))
-    got = emulate(x, w, transform_for(algorithm, r, r, stride, stride), cs.padding, np.float64)
+    got = emulate(x, w, transform(algorithm, r, stride), cs.padding, np.float64)
     assert rel_error(got, torch_conv64(x, w, cs)) <= TOL_F64
 
 
@@ -78,7 +90,7 @@ def test_winograd_points_are_the_stable_set() -> None:
 
 def test_fft_codelets_are_cheaper_than_dense_dft() -> None:
     """The radix-2 factorisation is used where it saves operations (the generator keeps the cheaper form)."""
-    tc = transform_for("fft16", 5, 5, 1, 1)
+    tc = transform("fft16", 5, 1)
     dense_in = 16 * (2 * 9) * 16 + 9 * (2 * 16) * (2 * 16)  # dense DFT along W, then along H
     assert sum(tc.transform_ops()) < 0.75 * dense_in + 16 * 16 * 12
 
@@ -87,9 +99,12 @@ def test_fft_codelets_are_cheaper_than_dense_dft() -> None:
 
 
 def compiled_error(cs: ConvShape, algorithm: str, cpu: str = "host", threads: int = 1) -> tuple[float, np.ndarray]:
+    """The layer compiled with ``algorithm`` hand-set: its error against float64 and its output, after asserting
+    that the kernel which ran is ``algorithm``'s."""
     m = measure(cs, ConvImpl(algorithm), cpu, threads, repeats=1)
     graph, params, inputs = layer_graph(cs, ConvImpl(algorithm))
     cm = cnncc.compile(graph, params=params, cpu=cpu, threads=threads, batch=cs.n, optimize_graph=False)
+    assert cm.program.algorithms == {"conv": algorithm}
     return m.error, cm.run(inputs)["y"]
 
 
@@ -120,17 +135,32 @@ def test_fft16_on_alexnet_layers(name: str) -> None:
     assert err <= TOL_ALGORITHM["fft16"]
 
 
-@settings(max_examples=12, deadline=None)
-@given(algorithm=st.sampled_from(["im2col", "winograd2", "winograd4", "winograd6", "fft8"]),
-       n=st.integers(1, 2), c=st.integers(1, 40), k=st.integers(1, 40), h=st.integers(3, 20), w=st.integers(3, 20),
-       r=st.sampled_from([1, 3, 5]), stride=st.integers(1, 3), pads=st.tuples(*[st.integers(0, 2)] * 4))
-def test_algorithms_on_random_layers(algorithm: str, n: int, c: int, k: int, h: int, w: int, r: int, stride: int,
-                                     pads: tuple[int, int, int, int]) -> None:
+# Kernel sizes and strides each algorithm applies to (its record's rule admits them): the draws are applicable by
+# construction, and what the rule still rejects (an FFT tile too small for kernel + stride) is discarded by assume.
+RANDOM_KERNELS = {"im2col": ([1, 3, 5], [1, 2, 3]), "winograd2": ([3], [1]), "winograd4": ([3], [1]),
+                  "winograd6": ([3], [1]), "fft8": ([3, 5], [1, 2, 3])}
+
+
+@st.composite
+def applicable_layers(draw: st.DrawFn) -> tuple[str, ConvShape]:
+    algorithm = draw(st.sampled_from(sorted(RANDOM_KERNELS)))
+    kernels, strides = RANDOM_KERNELS[algorithm]
+    r, stride = draw(st.sampled_from(kernels)), draw(st.sampled_from(strides))
+    n, c, k = draw(st.integers(1, 2)), draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    h, w = draw(st.integers(3, 20)), draw(st.integers(3, 20))
+    pads = draw(st.tuples(*[st.integers(0, 2)] * 4))
     oh, ow = (h + pads[0] + pads[1] - r) // stride + 1, (w + pads[2] + pads[3] - r) // stride + 1
-    if oh < 1 or ow < 1:
-        return
+    assume(oh >= 1 and ow >= 1)
     cs = ConvShape(n, c, h, w, k, r, r, (stride, stride), pads, (1, 1), 1, oh, ow)
-    err, _ = compiled_error(cs, algorithm)  # a non-applicable algorithm falls back to direct
+    assume(why_not(algorithm, cs) is None)
+    return algorithm, cs
+
+
+@settings(max_examples=12, deadline=None)
+@given(case=applicable_layers())
+def test_algorithms_on_random_layers(case: tuple[str, ConvShape]) -> None:
+    algorithm, cs = case
+    err, _ = compiled_error(cs, algorithm)  # asserts that the algorithm's own kernel ran
     assert err <= TOL_ALGORITHM[algorithm]
 
 
@@ -149,16 +179,78 @@ def test_one_and_two_threads_bit_identical(algorithm: str) -> None:
     assert np.array_equal(y1, y2)
 
 
-@pytest.mark.parametrize("algorithm", ["winograd4", "fft8"])
-def test_non_applicable_algorithm_falls_back_to_direct(algorithm: str) -> None:
-    grouped = ConvShape(1, 32, 10, 10, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, 10, 10)
-    dilated = ConvShape(1, 16, 12, 12, 16, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1, 12, 12)
-    for cs in (grouped, dilated):
-        assert why_not(algorithm, cs) is not None
-        err, _ = compiled_error(cs, algorithm)
-        assert err <= TOL_ALGORITHM["direct"]
-    assert "stride" in why_not("winograd4", shape(1, 16, 12, 12, 16, 3, 2))
-    assert "3x3" in why_not("winograd2", shape(1, 16, 12, 12, 16, 5))
+NOT_APPLICABLE = [  # (algorithm, layer, the error's rule)
+    ("winograd4", ConvShape(1, 32, 10, 10, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 4, 10, 10),
+     r"groups=4: only direct convolution runs grouped and depthwise layers"),
+    ("fft8", ConvShape(1, 16, 12, 12, 16, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1, 12, 12),
+     r"dilation \(2, 2\): needs dilation 1"),
+    ("winograd4", shape(1, 16, 12, 12, 16, 1, pad=0), r"kernel 1x1: Winograd F\(m, 3x3\) needs a 3x3 kernel"),
+    ("winograd4", shape(1, 16, 12, 12, 16, 3, 2), r"stride \(2, 2\): Winograd needs stride 1"),
+    ("winograd2", shape(1, 16, 12, 12, 16, 5), r"kernel 5x5: Winograd F\(m, 3x3\) needs a 3x3 kernel"),
+    ("depthwise", shape(1, 16, 12, 12, 16, 3), r"groups=1, 16 channels, 16 filters: the depthwise kernel needs"),
+]
+
+
+@pytest.mark.parametrize("algorithm,cs,rule", NOT_APPLICABLE)
+def test_hand_set_algorithm_that_does_not_apply_is_an_error(algorithm: str, cs: ConvShape, rule: str) -> None:
+    """An ``impl`` in the IR that does not apply reaches the lowering: the documented error, never direct code."""
+    graph, params, _ = layer_graph(cs, ConvImpl(algorithm))
+    with pytest.raises(AlgorithmError, match=f"^layer 'conv': {algorithm} does not apply: {rule}"):
+        cnncc.compile(graph, params=params, batch=cs.n, optimize_graph=False)
+
+
+def forcing_net() -> models.nn.Model:
+    import cnncc.frontend as nn
+
+    x = nn.Input((16, 12, 12))
+    h = nn.Conv2d(16, 3, padding=1, name="c3x3")(x)
+    h = nn.Conv2d(16, 1, name="c1x1")(h)
+    y = nn.Conv2d(16, 3, stride=2, padding=1, name="strided")(h)
+    return nn.Model(x, y, name="forcing")
+
+
+@pytest.mark.parametrize("layer,rule", [("c1x1", r"kernel 1x1: Winograd F\(m, 3x3\) needs a 3x3 kernel"),
+                                        ("strided", r"stride \(2, 2\): Winograd needs stride 1")])
+def test_forcing_an_algorithm_where_it_does_not_apply_raises(layer: str, rule: str) -> None:
+    with pytest.raises(AlgorithmError, match=f"^layer '{layer}': winograd4 does not apply: {rule}$"):
+        cnncc.compile(forcing_net(), algorithms={layer: "winograd4"})
+
+
+def test_forcing_per_layer_runs_the_forced_kernels_and_chooses_the_rest(tmp_path: Path) -> None:
+    cm = cnncc.compile(forcing_net(), algorithms={"c3x3": "winograd2", "c1x1": "im2col"}, tuning_db=tmp_path / "db")
+    assert cm.program.algorithms["c3x3"] == "winograd2" and cm.program.algorithms["c1x1"] == "im2col"
+    assert cm.choices["c3x3"].basis == "forced" and cm.choices["strided"].basis != "forced"
+    assert cm.program.algorithms["strided"] == cm.choices["strided"].impl.algorithm
+    with pytest.raises(cnncc.CnnccError, match="no convolution layer named 'c9'"):
+        cnncc.compile(forcing_net(), algorithms={"c9": "direct"})
+    with pytest.raises(cnncc.CnnccError, match="unknown convolution algorithm"):
+        cnncc.compile(forcing_net(), algorithms={"c3x3": "strassen"})
+
+
+def test_backward_data_impl_that_does_not_apply_is_an_error() -> None:
+    b = GraphBuilder("backward")
+    dy, w = b.input("dy", (1, 16, 6, 6)), b.param("w", (16, 16, 3, 3))
+    attrs = Conv2dGradAttrs((2, 2), (1, 1, 1, 1), (1, 1), 1, (12, 12), ConvImpl("winograd4"))
+    b.output(b.apply("conv2d_grad_input", [dy, w], attrs, layer="conv.grad_input"), "dx")
+    params = {"w": np.ones((16, 16, 3, 3), np.float32)}
+    with pytest.raises(AlgorithmError, match=r"^layer 'conv.grad_input': winograd4 does not apply: stride \(2, 2\)"):
+        cnncc.compile(b.build(), params=params, optimize_graph=False)
+
+
+def test_registry_is_the_single_source() -> None:
+    """Tolerances, the default candidates, the training set and the IR's algorithm names all come from the
+    registry's records (a new record changes them all)."""
+    cpu = records("cpu")
+    assert TOL_ALGORITHM == {r.name: r.tolerance for r in cpu}
+    assert DEFAULT_ALGORITHMS == tuple(r.name for r in cpu) and set(ALGORITHMS) == set(DEFAULT_ALGORITHMS)
+    assert {r.name for r in cpu if r.runtime_weights} == {"direct", "depthwise", "im2col", "winograd2", "winograd4",
+                                                          "winograd6"}
+    assert {r.name for r in cpu if r.baseline} == {"direct", "depthwise"}
+    assert {r.precision for r in cpu} == {"fp32"}
+    for r in cpu:
+        assert r.arithmetic.tolerance_reason and r.hooks.lower and r.hooks.estimate and r.hooks.error
+    fft = ConvShape(1, 16, 12, 12, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, 12, 12)
+    assert "run time" in lookup("fft8", "cpu").why_not(fft, runtime_weights=True)
 
 
 @pytest.mark.parametrize("algorithm", ["winograd4", "winograd2", "fft8", "im2col"])
@@ -176,6 +268,7 @@ def test_fused_epilogue_and_residual(algorithm: str) -> None:
     randomize(model, 3)
     cm = cnncc.compile(model, batch=2, algorithms=algorithm)
     assert {c.impl.algorithm for c in cm.choices.values()} == {algorithm}
+    assert cm.program.algorithms == {"c1": algorithm, "c2": algorithm}
     inp = np.random.default_rng(0).standard_normal((2, 20, 19, 21)).astype(np.float32)
     want = interpret(model.graph(2), {cm.input_names[0]: inp.astype(np.float64)}, model.params, dtype="float64")
     got = cm(inp)
@@ -186,7 +279,7 @@ def test_conv_impl_attribute_is_validated_and_printed() -> None:
     b = GraphBuilder("g")
     x = b.input("x", (1, 4, 8, 8))
     w = b.param("w", (4, 4, 3, 3))
-    with pytest.raises(cnncc.CnnccError, match="algorithm 'strassen' is not one of direct, im2col"):
+    with pytest.raises(cnncc.CnnccError, match="algorithm 'strassen' is not one of direct, depthwise, im2col"):
         b.apply("conv2d", [x, w], Conv2dAttrs(padding=(1, 1, 1, 1), impl=ConvImpl("strassen")))
     y = b.apply("conv2d", [x, w], Conv2dAttrs(padding=(1, 1, 1, 1), impl=ConvImpl("winograd4")))
     z = b.apply("conv2d", [y, w], Conv2dAttrs(padding=(1, 1, 1, 1)))
@@ -209,8 +302,11 @@ def test_model_prefers_winograd_on_wide_3x3_and_direct_elsewhere(tmp_path: Path)
     assert ch.choose_shape(shape(1, 64, 56, 56, 128, 1, 2, pad=0)).impl.algorithm == "direct"
     dw = ConvShape(1, 32, 28, 28, 32, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 32, 28, 28)
     c = ch.choose_shape(dw)
-    assert c.impl.algorithm == "direct" and c.basis == "only candidate"
+    assert c.impl.algorithm == "depthwise" and c.basis == "only candidate"
     assert "only direct" in c.not_applicable["winograd4"]
+    assert "depthwise layer runs on the depthwise kernel" in c.not_applicable["direct"]
+    only_direct = chooser(tmp_path, algorithms=("direct",))  # "direct" stands for the baseline: depthwise here
+    assert only_direct.choose_shape(dw).impl.algorithm == "depthwise"
 
 
 def test_error_budget_excludes_candidates(tmp_path: Path) -> None:
@@ -252,6 +348,7 @@ def test_resnet18_compiled_with_selection_matches_reference(tmp_path: Path) -> N
     cm = cnncc.compile(m, tuning_db=tmp_path / "db.json")
     algos = {c.impl.algorithm for c in cm.choices.values()}
     assert "direct" in algos and algos & {"winograd2", "winograd4", "winograd6"}
+    assert cm.program.algorithms == {layer: c.impl.algorithm for layer, c in cm.choices.items()}
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     want = interpret(m.graph(1), {cm.input_names[0]: x.astype(np.float64)}, m.params, dtype="float64")
     assert rel_error(cm(x), next(iter(want.values()))) <= 1e-4

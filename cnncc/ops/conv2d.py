@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from cnncc.convalgo import ALGORITHMS, ConvImpl, conv_attrs
 from cnncc.ir.types import TensorType, image_type
 from cnncc.ops.registry import Category, OpDef, OpTraits, Where, register
 from cnncc.ops.window import (
@@ -38,21 +39,6 @@ from cnncc.ops.window import (
     windows,
 )
 
-ALGORITHMS = ("direct", "im2col", "winograd2", "winograd4", "winograd6", "fft8", "fft16")
-
-
-@dataclass(frozen=True)
-class ConvImpl:
-    """How a backend computes the convolution, set by the algorithm-selection pass (``cnncc explain`` says why).
-
-    ``algorithm``: direct (register-tiled, on channel-blocked layouts), im2col (patch matrix + the GEMM kernel),
-    winogradM (F(MxM, 3x3)), fftT (FFT on TxT tiles). ``ur_w``/``ocb``: the direct kernel's register tile
-    (pixels x 16-channel blocks; 0 = the backend's rule)."""
-
-    algorithm: str = "direct"
-    ur_w: int = 0
-    ocb: int = 0
-
 
 @dataclass(frozen=True)
 class Conv2dAttrs:
@@ -63,6 +49,9 @@ class Conv2dAttrs:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     impl: ConvImpl | None = field(default=None, metadata={"optional": True})
+
+
+__all__ = ["ALGORITHMS", "OP", "Conv2dAttrs", "ConvImpl", "conv_attrs", "conv_grads"]  # ConvImpl: cnncc.convalgo's
 
 
 def _check_groups(groups: object, where: Where) -> int:

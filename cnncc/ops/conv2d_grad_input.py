@@ -22,10 +22,11 @@ conv's, ``N*K*OH*OW*(C/groups)*R*S``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from cnncc.convalgo import ALGORITHMS, ConvImpl
 from cnncc.ir.types import TensorType, image_type
 from cnncc.ops.operands import require_same_float
 from cnncc.ops.registry import BACKWARD, OpDef, Where, register
@@ -36,13 +37,15 @@ from cnncc.ops.window import check_padding, check_pair, require_image, spatial_o
 class Conv2dGradAttrs:
     """Attributes of ``conv2d_grad_input`` and ``conv2d_grad_weight``: the forward conv's ``stride``, ``padding``
     ``(top, bottom, left, right)``, ``dilation`` and ``groups``, and ``size``: the forward input's ``(H, W)``
-    (grad_input) or the kernel's ``(R, S)`` (grad_weight)."""
+    (grad_input) or the kernel's ``(R, S)`` (grad_weight). ``impl``: grad_input's algorithm, set by the selection
+    pass like conv2d's (grad_weight has none)."""
 
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     size: tuple[int, int] = (1, 1)
+    impl: ConvImpl | None = field(default=None, metadata={"optional": True})
 
 
 def check_grad_attrs(a: Conv2dGradAttrs, where: Where) -> tuple[tuple[int, int], tuple[int, int, int, int],
@@ -75,6 +78,8 @@ def _infer(types: Sequence[TensorType], a: Conv2dGradAttrs, where: Where) -> Seq
         raise where.fail("weight rank", f"weight must be rank 4 (K, C/groups, R, S), got shape {w.shape}")
     require_same_float(types, ("dy", "weight"), where)
     _, _, _, groups, size = check_grad_attrs(a, where)
+    if a.impl is not None and a.impl.algorithm not in ALGORITHMS:
+        raise where.fail("unknown algorithm", f"algorithm '{a.impl.algorithm}' is not one of {', '.join(ALGORITHMS)}")
     k, cg = w.shape[:2]
     if min(w.shape) < 1:
         raise where.fail("empty weight", f"every dimension of weight {w.shape} must be at least 1")

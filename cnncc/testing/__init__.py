@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnncc.convalgo import CATALOGUE
 from cnncc.ir import DType, Graph, GraphBuilder
 
 if TYPE_CHECKING:
@@ -68,12 +69,8 @@ TOL_F32_MODEL = 1e-4
 TOL_F64 = 1e-12
 
 # Named tolerances of the convolution algorithms (float32 output against the float64 reference, relative to the
-# output scale). Direct, im2col and FFT sum the same products as float32 direct convolution (the FFT's transforms
-# are unitary up to scale and keep its error at direct's level); Winograd's transforms amplify rounding with the
-# tile: measured max error vs direct about 1-2x for F(2x2,3x3), ~30x for F(4x4,3x3) with points {0,+-1,+-2} and
-# ~70x for F(6x6,3x3) with {0,+-1,+-2,+-1/2} (PERFORMANCE.md; integer-only points would give ~5,000x).
-TOL_ALGORITHM = {"direct": 1e-5, "im2col": 1e-5, "fft8": 1e-5, "fft16": 1e-5, "winograd2": 1e-5, "winograd4": 1e-4,
-                 "winograd6": 2e-4}
+# output scale): each algorithm's record holds its tolerance and the reason (cnncc.convalgo.CATALOGUE).
+TOL_ALGORITHM = {name: a.tolerance for name, a in CATALOGUE.items()}
 
 
 def randomize(model: Model, seed: int) -> dict[str, np.ndarray]:

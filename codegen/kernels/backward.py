@@ -39,6 +39,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -52,6 +53,7 @@ from cnncc.codegen.kernels.relayout import RelayoutParams
 from cnncc.codegen.layout import Addr, Placed, blocked_addr, padded_channels
 from cnncc.codegen.lower import Lowering, lowering
 from cnncc.codegen.module import KernelEnv, kernel
+from cnncc.convalgo import resolve
 from cnncc.ir import Node, ValueKind
 from cnncc.program import Buffer
 
@@ -290,40 +292,23 @@ def emit_upsample(em: Emitter, env: KernelEnv, p: UpsampleParams) -> None:
     em.each(lo, hi, item, name="item")
 
 
-def _grad_input_winograd(lw: Lowering, node: Node) -> bool:
-    """A 3x3 stride-1 backward-data convolution with run-time weights (a training step) is itself a 3x3 stride-1
-    convolution of dy with the flipped, transposed filters: run it as Winograd F(4x4, 3x3) when the cost model
-    (with the run-time filter transform charged) prefers it to direct convolution, like the forward layer. The
-    forward's run-time filter transform reads the flipped, transposed filters straight from the (K, C, 3, 3) weights
-    (strided loads; no gathered copy)."""
-    from types import SimpleNamespace
-
-    from cnncc.codegen.convalgo import ConvShape
-    from cnncc.codegen.kernels.transform_conv import WeightStrides, lower_transform_conv
-    from cnncc.codegen.select import MachineModel, estimate
-    from cnncc.ops.conv2d import Conv2dAttrs
-    from cnncc.tuning import TuningDB
+def _grad_input_transform(lw: Lowering, node: Node, transform: Any) -> None:
+    """A 3x3 stride-1 backward-data convolution the selection pass gave a Winograd algorithm: it is itself a 3x3
+    stride-1 convolution of dy with the flipped, transposed filters, run as the forward's run-time-weights Winograd
+    whose filter transform reads those filters straight from the (K, C, 3, 3) weights (strided loads; no gathered
+    copy)."""
+    from cnncc.codegen.kernels.transform_conv import ConvOperands, WeightStrides, lower_transform_conv
 
     a = node.attrs
     dyv, wv = node.inputs
-    n, k, oh, ow = dyv.shape
     _, c, r, s = wv.shape
-    pad = tuple(2 - p for p in a.padding)
-    if lw.is_constant(wv) or (r, s) != (3, 3) or a.stride != (1, 1) or a.dilation != (1, 1) or a.groups != 1 or \
-            min(pad) < 0 or min(c, k) < lw.width:
-        return False
-    h, w = a.size
-    shape = ConvShape(n, k, oh, ow, c, 3, 3, (1, 1), pad, (1, 1), 1, h, w)  # type: ignore[arg-type]  # dy -> dx
-    machine = MachineModel.cached(lw.target, TuningDB(None))
-    algo = "winograd4"
-    if estimate(shape, algo, machine, lw.width, None, True) >= estimate(shape, "direct", machine, lw.width, None, True):
-        return False
+    k = dyv.shape[1]
+    t, b, l, rp = ((r - 1) - p for p in a.padding)  # dilation 1: the record's rule checked it
+    pad = (t, b, l, rp)
     weights = (lw.tensor(wv, node.layer) if wv.kind is ValueKind.PARAM else lw.plain(wv, node.layer)).buffer
-    flipped = WeightStrides(9, c * 9, tuple(range(8, -1, -1)))  # (C, K, 3, 3)[c, k, t] = w[k, c, 8 - t]
-    conv = SimpleNamespace(op="conv2d", attrs=Conv2dAttrs(padding=pad), outputs=node.outputs, layer=node.layer,
-                           inputs=(dyv, SimpleNamespace(shape=(c, k, 3, 3))))
-    lower_transform_conv(lw, conv, algo, None, (), None, (), w_buffer=weights, w_strides=flipped)  # type: ignore[arg-type]
-    return True
+    flipped = WeightStrides(r * s, c * r * s, tuple(range(r * s - 1, -1, -1)))  # (C, K, R, S)[c, k, t] = w[k, c, -t]
+    ops = ConvOperands(node.layer, dyv, node.outputs[0], None, (c, k, r, s), None, (1, 1), pad)
+    lower_transform_conv(lw, ops, transform(r, s, 1, 1), None, (), None, (), w_buffer=weights, w_strides=flipped)
 
 
 def _pack_conv(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: int, in_cb: int) -> np.ndarray:
@@ -337,8 +322,13 @@ def _pack_conv(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: in
 
 @lowering("conv2d_grad_input")
 def lower_conv2d_grad_input(lw: Lowering, node: Node) -> None:
+    """The algorithm the selection pass wrote (the baseline if none ran; :class:`cnncc.errors.AlgorithmError` if it
+    does not apply), recorded in ``program.algorithms``: a transform algorithm, or the baseline's own paths (a
+    matrix product for 1x1 maps, polyphase for strides, the depthwise or the direct kernel)."""
     a = node.attrs
     dyv, wv = node.inputs
+    rec = resolve(node, "cpu", runtime_weights=not lw.is_constant(wv))
+    lw.program.algorithms[node.layer] = rec.name
     n, k, oh, ow = dyv.shape
     _, cg, r, s = wv.shape
     g = a.groups
@@ -350,8 +340,8 @@ def lower_conv2d_grad_input(lw: Lowering, node: Node) -> None:
         return _grad_input_linear(lw, node)
     if (sh, sw) != (1, 1) and not (g > 1 and cg == 1 and kg == 1) and _grad_input_polyphase(lw, node):
         return
-    if _grad_input_winograd(lw, node):
-        return
+    if rec.hooks.transform is not None:
+        return _grad_input_transform(lw, node, rec.hooks.transform)
     uh, uw = (oh - 1) * sh + 1, (ow - 1) * sw + 1
     pt, pl = (r - 1) * dh - t, (s - 1) * dw - l  # dx[h] reads dy_up rows h - pt + r'*dh (r' the flipped tap)
     halo = (max(pt, 0), max(h + t - uh, 0), max(pl, 0), max(w + l - uw, 0))

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from cnncc.codegen.convalgo import ConvShape, impl_of, why_not
 from cnncc.codegen.emit import Emitter, i64
 from cnncc.codegen.kernels.activation import Act, act_from_node, apply_act
 from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.lower import Lowering, Unsupported, lowering
 from cnncc.codegen.module import KernelEnv, kernel
+from cnncc.convalgo import ConvImpl, conv_attrs, impl_of
 from cnncc.ir import Node, Value
-from cnncc.ops.conv2d import ConvImpl
 from cnncc.program import Buffer
 
 
@@ -134,11 +133,16 @@ def pack_weights(w: np.ndarray, k_blocks: int, ocb: int, width: int, in_blocks: 
 def bias_buffer(lw: Lowering, node: Node, k: int) -> Buffer | None:
     if len(node.inputs) < 3:
         return None
+    return packed_bias(lw, node.inputs[2], node.layer, k)
 
-    def pad(bias: np.ndarray) -> np.ndarray:
-        return np.concatenate([bias, np.zeros(padded_channels(k, lw.width) - k, bias.dtype)])
 
-    return lw.packed(node.inputs[2], pad, f"{node.layer}.bias", node.layer)
+def packed_bias(lw: Lowering, bias: Value, layer: str, k: int) -> Buffer:
+    """The bias padded to whole vector blocks (any conv-like kernel's epilogue reads it per block)."""
+
+    def pad(v: np.ndarray) -> np.ndarray:
+        return np.concatenate([v, np.zeros(padded_channels(k, lw.width) - k, v.dtype)])
+
+    return lw.packed(bias, pad, f"{layer}.bias", layer)
 
 
 def split_epilogue(node: Node) -> tuple[tuple[Act, ...], Value | None, tuple[Act, ...]]:
@@ -159,31 +163,15 @@ def split_epilogue(node: Node) -> tuple[tuple[Act, ...], Value | None, tuple[Act
     return tuple(pre), residual, tuple(post)
 
 
-@lowering("conv2d", "fused_conv2d")
-def lower_conv2d(lw: Lowering, node: Node) -> None:
-    a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
-    pre, residual, post = split_epilogue(node)
+def lower_direct(lw: Lowering, node: Node, pre: tuple[Act, ...], residual: Value | None,
+                 post: tuple[Act, ...]) -> None:
+    """The direct kernel (the baseline: every layer but depthwise ones), with the register tile a hand-set or
+    tuned ``impl`` names; a grouped layer whose groups are not whole vector blocks runs block-diagonal."""
+    a = conv_attrs(node)
     x, wv = node.inputs[0], node.inputs[1]
     k, cg, r, s = wv.shape
     c = x.shape[1]
-    if a.groups > 1 and cg == 1 and k == c:
-        if residual is not None or post:
-            raise Unsupported(f"layer '{node.layer}': residual adds are not fused into depthwise convolutions")
-        from cnncc.codegen.kernels.depthwise import lower_depthwise
-
-        return lower_depthwise(lw, node, a, pre)
-    impl = impl_of(node)
-    if impl.algorithm != "direct" and why_not(impl.algorithm, ConvShape.of(node)) is None:
-        if impl.algorithm == "im2col":
-            from cnncc.codegen.kernels.im2col import lower_im2col
-
-            return lower_im2col(lw, node, pre, residual, post)
-        from cnncc.codegen.kernels.transform_conv import lower_transform_conv
-
-        if lw.is_constant(wv):  # the filters are transformed at compile time, in float64
-            return lower_transform_conv(lw, node, impl.algorithm, lw.param(wv, node.layer), pre, residual, post)
-        if impl.algorithm.startswith("winograd"):  # training state: a run-time filter transform
-            return lower_transform_conv(lw, node, impl.algorithm, None, pre, residual, post)
+    impl = impl_of(node) or ConvImpl()
     width = lw.width
     dense = a.groups > 1 and bool(cg % width or (k // a.groups) % width)
     if dense:  # block-diagonal: correct for any grouping, g times the work

@@ -16,6 +16,7 @@ from cnncc.codegen.kernels.conv import bias_buffer
 from cnncc.codegen.layout import Placed, padded_channels
 from cnncc.codegen.lower import Lowering
 from cnncc.codegen.module import KernelEnv, kernel
+from cnncc.convalgo import conv_attrs
 from cnncc.ir import Node
 from cnncc.program import Buffer
 
@@ -48,7 +49,9 @@ class DepthwiseParams:
     pre: tuple[Act, ...] = ()
 
 
-def lower_depthwise(lw: Lowering, node: Node, a: object, pre: tuple[Act, ...]) -> None:
+def lower_depthwise(lw: Lowering, node: Node, pre: tuple[Act, ...]) -> None:
+    """Depthwise convolution (the baseline of depthwise layers), with the activations before the store."""
+    a = conv_attrs(node)
     x = node.inputs[0]
     k, _, r, s = node.inputs[1].shape
     n, _, oh, ow = node.outputs[0].shape

@@ -23,6 +23,7 @@ from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, bias_buffer, ch
 from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.lower import Lowering
 from cnncc.codegen.module import KernelEnv, kernel
+from cnncc.convalgo import conv_attrs
 from cnncc.ir import Node, Value
 from cnncc.program import Buffer
 
@@ -58,7 +59,7 @@ def patch_rows(c: int, r: int, s: int, width: int) -> int:
 
 def lower_im2col(lw: Lowering, node: Node, pre: tuple[Act, ...], residual: Value | None,
                  post: tuple[Act, ...]) -> None:
-    a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
+    a = conv_attrs(node)
     x = node.inputs[0]
     k, c, r, s = node.inputs[1].shape
     n, _, oh, ow = node.outputs[0].shape

@@ -24,11 +24,12 @@ from llvmlite import ir
 
 from cnncc.codegen.emit import F32, I1, I32, I64, PTR, VOID, Emitter, i64
 from cnncc.codegen.kernels.activation import Act, apply_act
-from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, bias_buffer, choose_schedule, pack_weights
+from cnncc.codegen.kernels.conv import ConvParams, ConvSchedule, choose_schedule, pack_weights, packed_bias
 from cnncc.codegen.layout import padded_channels
 from cnncc.codegen.lower import Lowering, Unsupported
 from cnncc.codegen.module import KernelEnv, kernel
-from cnncc.codegen.transforms import Stage, TransformConv, transform_for
+from cnncc.codegen.transforms import Stage, TransformConv
+from cnncc.convalgo import conv_attrs
 from cnncc.ir import Node, Value, ValueKind
 from cnncc.program import Buffer
 
@@ -103,24 +104,46 @@ def apply_stages(em: Emitter, values: list[ir.Value], stages: tuple[Stage, ...])
     return values
 
 
-def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray | None, pre: tuple[Act, ...],
-                         residual: Value | None, post: tuple[Act, ...], w_buffer: Buffer | None = None,
-                         w_strides: WeightStrides | None = None) -> None:
-    """``w``: the weights when known at compile time (transformed then, in float64); ``None`` for training state or
-    computed weights, transformed by a run-time kernel (Winograd only: see :func:`runtime_filter_transform`), read
-    from ``node.inputs[1]`` or from ``w_buffer`` (plain (K, C, R, S) floats, or any layout ``w_strides`` describes:
-    a backward-data convolution reads the forward's filters flipped and transposed in place)."""
-    a = node.attrs.conv if node.op == "fused_conv2d" else node.attrs
-    x = node.inputs[0]
-    k, c, r, s = node.inputs[1].shape
-    n, _, oh, ow = node.outputs[0].shape
+@dataclass(frozen=True)
+class ConvOperands:
+    """What a transform convolution reads of its node: a forward conv's, or the stride-1 convolution of dy with the
+    flipped, transposed filters that a backward-data convolution is (whose weights no graph value holds in that
+    layout: ``weight`` is then None and the lowering gets their buffer and strides)."""
+
+    layer: str
+    x: Value
+    y: Value
+    weight: Value | None
+    weight_shape: tuple[int, int, int, int]  # (K, C, R, S) of the convolution computed
+    bias: Value | None
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+
+    @staticmethod
+    def of(node: Node) -> ConvOperands:
+        a = conv_attrs(node)
+        k, c, r, s = node.inputs[1].shape
+        return ConvOperands(node.layer, node.inputs[0], node.outputs[0], node.inputs[1], (k, c, r, s),
+                            node.inputs[2] if len(node.inputs) > 2 else None, a.stride, a.padding)
+
+
+def lower_transform_conv(lw: Lowering, node: ConvOperands, tc: TransformConv, w: np.ndarray | None,
+                         pre: tuple[Act, ...], residual: Value | None, post: tuple[Act, ...],
+                         w_buffer: Buffer | None = None, w_strides: WeightStrides | None = None) -> None:
+    """``tc``: the algorithm's transform for this kernel and stride (from its record). ``w``: the weights when known
+    at compile time (transformed then, in float64); ``None`` for training state or computed weights, transformed by
+    a run-time kernel (Winograd only: see :func:`runtime_filter_transform`), read from ``node.weight`` or from
+    ``w_buffer`` (plain (K, C, R, S) floats, or any layout ``w_strides`` describes: a backward-data convolution
+    reads the forward's filters flipped and transposed in place)."""
+    x = node.x
+    k, c, r, s = node.weight_shape
+    n, _, oh, ow = node.y.shape
     _, _, h, wd = x.shape
-    tc = transform_for(algorithm, r, s, a.stride[0], a.stride[1])
     width = lw.width
     th, tw = tc.tiles(oh, ow)
     tiles = th * tw
     eh, ew = tc.input_extent(oh, ow)
-    pt, pb, pl, pr = a.padding
+    pt, pb, pl, pr = node.padding
     halo = (pt, max(pb, eh - pt - h), pl, max(pr, ew - pl - wd))
     src = lw.blocked(x, node.layer, halo)
     cb, kb = padded_channels(c, width) // width, padded_channels(k, width) // width
@@ -137,7 +160,7 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
     sched = gemm_schedule(tc, k, tiles, width)
     if w is not None:
         packed = pack_transformed(tc, w, width, sched.ocb)
-        wbuf = lw.weights(packed, f"{node.layer}.weight.{algorithm}")
+        wbuf = lw.weights(packed, f"{node.layer}.weight.{tc.name}")
         w_img = packed[0].size
     else:
         wbuf, w_img = runtime_filter_transform(lw, node, tc, sched.ocb, w_buffer, w_strides)
@@ -152,7 +175,7 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
     out = lw.new_blocked((n, k, oh, ow), node.layer)
     res = lw.blocked(residual, node.layer) if residual is not None else None
     ya = out.addr
-    bias = bias_buffer(lw, node, k)
+    bias = packed_bias(lw, node.bias, node.layer, k) if node.bias is not None else None
     lw.call("transform_output", OutputTransformParams(
         m, out.buffer, bias, res.buffer if res else None, pre, post, k_blocks=kb, pair=tc.pair,
         m_img=tc.points * pkb * tiles * width, m_point=pkb * tiles * width, m_kblk=tiles * width, tiles_h=th,
@@ -161,7 +184,7 @@ def lower_transform_conv(lw: Lowering, node: Node, algorithm: str, w: np.ndarray
         res_addr=(res.addr.base, res.addr.img, res.addr.cblk, res.addr.row, res.addr.col) if res else (0,) * 5,
         zero_tail=k % width, stages=tc.output_stages),
         (m,) + ((bias,) if bias else ()) + ((res.buffer,) if res else ()), (out.buffer,), node.layer, parallel=True)
-    lw.placed[node.outputs[0]] = out
+    lw.placed[node.y] = out
 
 
 # Transformed weights at least this big are written with non-temporal stores: they do not stay in L2 (1 MiB per core)
@@ -208,14 +231,13 @@ class FilterTransformParams:
     strides: WeightStrides | None = None  # None: plain (K, C, R, S)
 
 
-def runtime_filter_transform(lw: Lowering, node: Node, tc: TransformConv, ocb: int,
+def runtime_filter_transform(lw: Lowering, node: ConvOperands, tc: TransformConv, ocb: int,
                              w_buffer: Buffer | None = None,
                              w_strides: WeightStrides | None = None) -> tuple[Buffer, int]:
     """Packed transformed weights of ``node`` computed at run time from its weights (training state or a computed
     value); returns the buffer and the floats per point. The transform is linear, so its matrix is read off the
     compile-time transform of the unit filters."""
-    wv = node.inputs[1]
-    k, c, r, s = wv.shape
+    k, c, r, s = node.weight_shape
     if tc.pair != 1:
         raise Unsupported(f"layer '{node.layer}': the FFT filter transform is not compiled for run-time weights")
     width = lw.width
@@ -224,6 +246,9 @@ def runtime_filter_transform(lw: Lowering, node: Node, tc: TransformConv, ocb: i
     kp, cp = padded_channels(k, width), padded_channels(c, width)
     w_img = kp * cp
     if w_buffer is None:
+        wv = node.weight
+        if wv is None:
+            raise Unsupported(f"layer '{node.layer}': a run-time filter transform needs the weights or their buffer")
         w_buffer = (lw.tensor(wv, node.layer) if wv.kind is ValueKind.PARAM else lw.plain(wv, node.layer)).buffer
     u = lw.arena(tc.points * w_img, f"{node.layer}.weight.{tc.kind}", per_image=False)
     p = FilterTransformParams(w_buffer, u, k, c, r * s, kp // width, cp, ocb, w_img,
