@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,7 +238,7 @@ class Trainer:
 
     def __init__(self, model: Any, batch: int, loss: str = "cross_entropy", optimizer: Optimizer | None = None,
                  threads: int | None = None, cpu: str = "host", recompute: bool | Sequence[str] = False,
-                 algorithms: str | Sequence[str] | None = None) -> None:
+                 algorithms: str | Sequence[str] | Mapping[str, str] | None = None) -> None:
         from cnncc.driver import compile_training_step
 
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
@@ -348,7 +348,7 @@ def batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray
 
 def compile_training(model: Any, loss: str = "cross_entropy", optimizer: Optimizer | None = None, batch: int = 32,
                      threads: int | None = None, cpu: str = "host", recompute: bool | Sequence[str] = False,
-                     algorithms: str | Sequence[str] | None = None) -> Trainer:
+                     algorithms: str | Sequence[str] | Mapping[str, str] | None = None) -> Trainer:
     """Compile ``model``'s training step: forward (training mode), ``loss``, backward and ``optimizer`` update as one
     native entry point. Returns a :class:`Trainer`. ``algorithms``: the forward convolutions' candidates (default:
     every registered algorithm that runs with weights changing at every step, chosen per layer by the cost model as

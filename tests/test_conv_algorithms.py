@@ -237,6 +237,18 @@ def test_backward_data_impl_that_does_not_apply_is_an_error() -> None:
         cnncc.compile(b.build(), params=params, optimize_graph=False)
 
 
+def test_backward_data_selection_keeps_compile_time_weights_on_the_baseline(tmp_path: Path) -> None:
+    """Backward data with weights known at compile time stays on the baseline (Winograd runs backward data only
+    with a run-time filter transform), chosen in the IR and reported as what ran."""
+    b = GraphBuilder("backward")
+    dy, w = b.input("dy", (1, 32, 12, 12)), b.param("w", (32, 32, 3, 3))
+    attrs = Conv2dGradAttrs((1, 1), (1, 1, 1, 1), (1, 1), 1, (12, 12))
+    b.output(b.apply("conv2d_grad_input", [dy, w], attrs, layer="conv.grad"), "dx")
+    cm = cnncc.compile(b.build(), params={"w": np.ones((32, 32, 3, 3), np.float32)}, tuning_db=tmp_path / "db")
+    assert cm.program.algorithms == {"conv.grad": "direct"}
+    assert "compile-time weights" in cm.choices["conv.grad"].not_applicable["winograd4"]
+
+
 def test_registry_is_the_single_source() -> None:
     """Tolerances, the default candidates, the training set and the IR's algorithm names all come from the
     registry's records (a new record changes them all)."""

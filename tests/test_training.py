@@ -269,6 +269,15 @@ def test_winograd_forward_with_filters_transformed_at_run_time(algorithm: str) -
     step_vs_interpreter(model, SGD(0.05, momentum=0.9), x, y, steps=3, algorithms=algorithm)
 
 
+def test_forcing_fft_on_a_training_step_is_the_documented_error() -> None:
+    """The FFT transforms its filters at compile time only: forced on a training step's convolution, it is an
+    AlgorithmError naming the layer and the rule (it used to compile direct code silently)."""
+    from cnncc.errors import AlgorithmError
+
+    with pytest.raises(AlgorithmError, match=r"^layer 'conv2': fft8 does not apply: weights that change at run time"):
+        cnncc.compile_training(winograd_net(), batch=3, threads=1, algorithms={"conv2": "fft8"})
+
+
 def test_winograd_streaming_stores_equal_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     """The non-temporal store paths (filter transform, input transform, GEMM output; taken on ResNet-18's large
     layers only) forced on for a small net: the steps still equal the interpreter's, and the backward-data
