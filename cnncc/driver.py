@@ -53,7 +53,7 @@ def conv_selection(target: str | Target = "host", threads: int = 1, algorithms: 
 
     tgt = resolve_target("cpu", target) if isinstance(target, str) else target
     algos = DEFAULT_ALGORITHMS if algorithms in (None, "auto") else algorithms if isinstance(algorithms, Mapping) else (
-        (algorithms,) if isinstance(algorithms, str) else tuple(algorithms))  # type: ignore[arg-type]
+        (algorithms,) if isinstance(algorithms, str) else tuple(algorithms))
     db = tuning_db if isinstance(tuning_db, TuningDB) else TuningDB(tuning_db)
     chooser = tgt.chooser(DEFAULT_MAX_ERROR if max_error is None else max_error, algos, db, threads,
                           runtime_weights=runtime_weights)

@@ -44,9 +44,10 @@ class Target(Protocol):
     def lower(self, graph: Graph, params: Mapping[str, np.ndarray], state: Collection[str] = ()) -> Program:
         """The graph as a program of kernel calls over explicit buffers."""
 
-    def chooser(self, max_error: float, algorithms: Sequence[str], db: Any, threads: int = 1,
+    def chooser(self, max_error: float, algorithms: Sequence[str] | Mapping[str, str], db: Any, threads: int = 1,
                 runtime_weights: bool = False) -> Any:
-        """The convolution chooser of the select-algorithms pass (the target's cost model)."""
+        """The convolution chooser of the select-algorithms pass (the target's cost model); ``algorithms``: the
+        candidate names, or a mapping layer -> algorithm."""
 
     def build(self, graph: Graph, program: Program, threads: int, stats: CompileStats) -> Executable:
         """Native code for a planned program, as an executable for the runtime."""

@@ -104,7 +104,7 @@ class Target:
 
         return Lowering(graph, params, self, state).run()
 
-    def chooser(self, max_error: float, algorithms: Sequence[str], db: Any, threads: int = 1,
+    def chooser(self, max_error: float, algorithms: Sequence[str] | Mapping[str, str], db: Any, threads: int = 1,
                 runtime_weights: bool = False) -> Any:
         """The convolution chooser (cost model, measured errors, tuned times) of the select-algorithms pass."""
         from cnncc.codegen.select import CpuConvChooser
