@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import cnncc
+from cnncc.convalgo import ConvShape, baseline_for
 from cnncc.ir import Graph, GraphBuilder
 from cnncc.ops.avg_pool2d import AvgPool2dAttrs
 from cnncc.ops.avg_pool2d_grad import AvgPool2dGradAttrs
@@ -66,8 +67,14 @@ def covers(*ops: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
 
 
 def compile_graph(graph: Graph, params: dict[str, np.ndarray]) -> Any:
+    """Compiled without passes: every backward-data convolution runs its baseline (no selection ran), and the
+    compiled model says so."""
     COMPILED_OPS.update(n.op for n in graph.nodes)
-    return cnncc.compile(graph, params=params, optimize_graph=False)
+    cm = cnncc.compile(graph, params=params, optimize_graph=False)
+    for n in graph.nodes:
+        if n.op == "conv2d_grad_input":
+            assert cm.program.algorithms[n.layer] == baseline_for(ConvShape.of_grad_input(n), "cpu").name
+    return cm
 
 
 def check_graph(graph: Graph, inputs: dict[str, np.ndarray], params: dict[str, np.ndarray], tol: float,
