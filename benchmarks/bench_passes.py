@@ -46,10 +46,13 @@ def _pass_times(graph: Any, params: dict[str, np.ndarray], repeat: int) -> dict[
 
 
 def _plan(graph: Any, params: dict[str, np.ndarray], repeat: int, state: tuple[str, ...] = ()) -> dict[str, Any]:
+    from cnncc import driver
     from cnncc.codegen.lower import Lowering
     from cnncc.codegen.target import Target
     from cnncc.passes import memory_plan
 
+    select = driver.conv_selection("host", 1, "direct", runtime_weights=bool(state))  # lowerings never choose
+    graph, params, _ = driver.optimize(graph, params, [select])
     program = Lowering(graph, params, Target.host(), state).run()
     allocs, _ = memory_plan.allocations(program)
     report = memory_plan.plan_arena(program)

@@ -282,7 +282,7 @@ def lookup(name: str, target: str) -> ConvAlgorithm:
 
 def baseline_for(cs: ConvShape, target: str) -> ConvAlgorithm:
     """The baseline record that computes ``cs`` (direct, or depthwise for a depthwise layer): what ``direct`` in a
-    candidate list stands for, and what a conv node that no selection pass visited is compiled with."""
+    candidate list stands for."""
     for rec in records(target):
         if rec.baseline and rec.arithmetic.applies(cs) is None:
             return rec
@@ -290,11 +290,15 @@ def baseline_for(cs: ConvShape, target: str) -> ConvAlgorithm:
 
 
 def resolve(node: Node, target: str, runtime_weights: bool) -> ConvAlgorithm:
-    """The record a lowering must emit for conv ``node``: its ``impl`` (the baseline if no selection pass ran),
-    checked -- :class:`AlgorithmError` if it does not apply, never a fallback."""
+    """The record a lowering must emit for conv ``node``: its ``impl``, checked -- :class:`AlgorithmError` if it
+    does not apply, never a fallback. Lowerings never choose: a node without an ``impl`` is an internal error (the
+    driver runs the select-algorithms pass before every lowering)."""
     backward = node.op == "conv2d_grad_input"
     cs = ConvShape.of_grad_input(node) if backward else ConvShape.of(node)
     impl = impl_of(node)
-    rec = baseline_for(cs, target) if impl is None else lookup(impl.algorithm, target)
+    if impl is None:
+        raise CnnccError(f"internal: layer '{node.layer}' ({node.op}) reached the lowering without an algorithm; the "
+                         "driver's select-algorithms pass sets every convolution's impl")
+    rec = lookup(impl.algorithm, target)
     rec.check(node.layer, cs, runtime_weights, backward and not rec.baseline)
     return rec

@@ -60,9 +60,19 @@ def conv_selection(target: str | Target = "host", threads: int = 1, algorithms: 
     return SelectConvAlgorithms(chooser)
 
 
-def lower_and_plan(graph: Graph, params: Mapping[str, np.ndarray], target: Target,
-                   state: Collection[str] = ()) -> tuple[Program, Any]:
-    """Target lowering, then the memory plan (arena offsets by liveness); returns the program and the plan report."""
+def lower_and_plan(graph: Graph, params: Mapping[str, np.ndarray], target: Target | None = None,
+                   algorithms: Algorithms = "direct") -> tuple[Graph, Program, Any]:
+    """What ``cnncc plan`` and ``cnncc viz`` show: ``graph`` through algorithm selection (by default each
+    convolution's baseline, or the algorithm its ``impl`` already names), target lowering and the memory plan.
+    Returns the selected graph (same nodes in the same order), the program and the plan report."""
+    tgt = target or resolve_target("cpu", "host")
+    graph, params, _ = optimize(graph, params, [conv_selection(tgt, 1, algorithms)])
+    return (graph, *_lower_and_plan(graph, params, tgt))
+
+
+def _lower_and_plan(graph: Graph, params: Mapping[str, np.ndarray], target: Target,
+                    state: Collection[str] = ()) -> tuple[Program, Any]:
+    """Target lowering, then the memory plan (arena offsets by liveness)."""
     from cnncc.passes.memory_plan import plan_arena
 
     program = target.lower(graph, params, state)
@@ -70,28 +80,17 @@ def lower_and_plan(graph: Graph, params: Mapping[str, np.ndarray], target: Targe
 
 
 def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str | Target = "host",
-                  threads: int | None = None, state: Sequence[str] = ()) -> Any:
-    """Lower, plan, build and load ``graph`` as it is (no graph passes, no selection): the back half of the
-    pipeline. ``target``: a target object, or for the CPU its LLVM CPU name. ``state``: parameters the program
-    updates in place (training): they stay in the weights blob, are read at run time, and each graph output
-    ``state:<name>`` is written over them at the end of a call."""
+                  threads: int | None = None, state: Sequence[str] = (), algorithms: Algorithms = "direct") -> Any:
+    """``graph`` as it is (no graph passes) through algorithm selection -- by default each convolution's baseline
+    (direct or depthwise) or the algorithm already set in its ``impl`` -- and the back half of the pipeline.
+    ``target``: a target object, or for the CPU its LLVM CPU name. ``state``: parameters the program updates in
+    place (training): they stay in the weights blob, are read at run time, and each graph output ``state:<name>``
+    is written over them at the end of a call."""
     from cnncc.runtime.interpreter import check_params
 
     check_params(graph, params)
-    return _build(graph, params, resolve_target("cpu", target) if isinstance(target, str) else target, threads, state)
-
-
-def _build(graph: Graph, params: Mapping[str, np.ndarray], target: Target, threads: int | None,
-           state: Sequence[str] = ()) -> Any:
-    """Lowering, memory plan, build, and the runtime's compiled model around the executable (params checked)."""
-    from cnncc.runtime.compiled import CompiledModel
-
-    t0 = time.perf_counter()
-    program, report = lower_and_plan(graph, params, target, state)
-    stats = CompileStats(time.perf_counter() - t0, 0.0, False, report.arena_bytes, report.lower_bound,
-                         report.naive_bytes, len(program.weights), report.inplace_merges)
-    nthreads = threads if threads is not None else (os.cpu_count() or 1)
-    return CompiledModel(target.build(graph, program, nthreads, stats))
+    tgt = resolve_target("cpu", target) if isinstance(target, str) else target
+    return _compile(graph, params, tgt, threads, [], algorithms, runtime_weights=bool(state), state=state)
 
 
 def compile_model(model: Any, target: str = "cpu", threads: int | None = None, batch: int = 1, cpu: str = "host",
@@ -109,34 +108,46 @@ def compile_model(model: Any, target: str = "cpu", threads: int | None = None, b
     else:
         graph = model.graph(batch)
         params = model.params if params is None else params
+    from cnncc.passes import cpu_inference
     from cnncc.runtime.interpreter import check_params
 
     check_params(graph, params)  # once, before any work: names, shapes and dtypes of the weights
-    log: list[str] = []
-    choices: dict[str, Any] = {}
-    if optimize_graph or algorithms is not None:
-        from cnncc.passes import cpu_inference
-
-        pipeline = list(cpu_inference() if passes is None else passes) if optimize_graph else []
-        pipeline.append(conv_selection(tgt, threads or 1, algorithms, max_error, tuning_db))
-        graph, params, ctx = optimize(graph, params, pipeline)
-        log, choices = ctx.log, ctx.choices
-    compiled = _build(graph, params, tgt, threads)
-    compiled.pass_log = log
-    compiled.choices = choices
-    return compiled
+    pipeline = list(cpu_inference() if passes is None else passes) if optimize_graph else []
+    if algorithms is None and not optimize_graph:
+        algorithms = "direct"  # the graph as written: each convolution's baseline, or the impl it carries
+    return _compile(graph, params, tgt, threads, pipeline, algorithms, max_error, tuning_db)
 
 
 def compile_training_step(graph: Graph, params: Mapping[str, np.ndarray], state: Sequence[str], cpu: str = "host",
                           threads: int | None = None, algorithms: Algorithms = None) -> tuple[Any, dict[str, Any]]:
     """A training-step graph (forward, loss, backward, updates; see :mod:`cnncc.training`) through algorithm
     selection for run-time weights and the back half of the pipeline; returns the compiled step and the choices."""
-    tgt = resolve_target("cpu", cpu)
-    select = conv_selection(tgt, threads or 1, algorithms, runtime_weights=True)
-    graph, params, ctx = optimize(graph, params, [select])
-    compiled = compile_graph(graph, params, tgt, threads, state=state)
+    from cnncc.runtime.interpreter import check_params
+
+    check_params(graph, params)
+    compiled = _compile(graph, params, resolve_target("cpu", cpu), threads, [], algorithms, runtime_weights=True,
+                        state=state)
+    return compiled, compiled.choices
+
+
+def _compile(graph: Graph, params: Mapping[str, np.ndarray], target: Target, threads: int | None,
+             passes: list[Any], algorithms: Algorithms, max_error: float | None = None, tuning_db: Any = None,
+             runtime_weights: bool = False, state: Sequence[str] = ()) -> Any:
+    """The pipeline after the weights were checked: graph passes, algorithm selection (always: lowerings never
+    choose), lowering, memory plan, build, and the runtime's compiled model around the executable."""
+    from cnncc.runtime.compiled import CompiledModel
+
+    select = conv_selection(target, threads or 1, algorithms, max_error, tuning_db, runtime_weights)
+    graph, params, ctx = optimize(graph, params, [*passes, select])
+    t0 = time.perf_counter()
+    program, report = _lower_and_plan(graph, params, target, state)
+    stats = CompileStats(time.perf_counter() - t0, 0.0, False, report.arena_bytes, report.lower_bound,
+                         report.naive_bytes, len(program.weights), report.inplace_merges)
+    nthreads = threads if threads is not None else (os.cpu_count() or 1)
+    compiled = CompiledModel(target.build(graph, program, nthreads, stats))
+    compiled.pass_log = ctx.log if passes else []
     compiled.choices = ctx.choices
-    return compiled, ctx.choices
+    return compiled
 
 
 def write_bundle(compiled: Any, directory: Any, name: str | None = None, **options: Any) -> Any:

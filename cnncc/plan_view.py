@@ -32,7 +32,8 @@ def plan_model(model: Any, batch: int = 1, optimize: bool = True) -> tuple[Progr
     graph, params = model.graph(batch), model.params
     if optimize:  # the graph pass pipeline cnncc.compile runs before lowering
         graph, params, _ = driver.optimize(graph, params)
-    return driver.lower_and_plan(graph, params, driver.resolve_target("cpu", "host"))
+    _, program, report = driver.lower_and_plan(graph, params)
+    return program, report
 
 
 def buffer_rows(program: Program) -> list[BufferRow]:

@@ -190,7 +190,13 @@ def physical(graph: Graph, params: Mapping[str, np.ndarray]) -> _Physical:
     """Lower ``graph`` for this CPU and plan the arena (the CPU backend, imported here only)."""
     from cnncc import driver
 
-    program, _ = driver.lower_and_plan(graph, params, driver.resolve_target("cpu", "host"))
+    selected, program, _ = driver.lower_and_plan(graph, params)
+    # Selection writes each conv's algorithm into a copy of the graph, node for node: read its placements back
+    # onto this graph's values by position.
+    same = {new: old for a, b in zip(graph.nodes, selected.nodes, strict=True)
+            for old, new in zip(a.outputs, b.outputs, strict=True)}
+    same.update(zip(selected.inputs, graph.inputs, strict=True))
+    placed = {same.get(v, v): p for v, p in program.placed.items()}
     writer: dict[int, list[str]] = {}
     for call in program.calls:
         for buf in call.writes:
@@ -201,13 +207,13 @@ def physical(graph: Graph, params: Mapping[str, np.ndarray]) -> _Physical:
             algorithm[node.outputs[0]] = program.algorithms[node.layer]  # what the lowering emitted
             continue
         for v in node.outputs:
-            p = program.placed.get(v)
+            p = placed.get(v)
             if p is None:
                 continue
             for kernel in writer.get(id(p.buffer), ()):
                 if kernel.startswith("conv_"):
                     algorithm[v] = kernel.removeprefix("conv_")
-    return _Physical(program.placed, algorithm, program.arena_bytes, program.vector_width)
+    return _Physical(placed, algorithm, program.arena_bytes, program.vector_width)
 
 
 def _clusters(layers: dict[str, str]) -> list[Cluster]:

@@ -27,14 +27,14 @@ apply raises :class:`cnncc.errors.AlgorithmError` naming the layer, the algorith
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from cnncc.codegen.conv_algorithms import TARGET
 from cnncc.codegen.costmodel import MachineModel, tile_efficiency
 from cnncc.codegen.target import Target
-from cnncc.convalgo import ConvAlgorithm, ConvImpl, ConvShape, baseline_for, lookup, records
+from cnncc.convalgo import ConvAlgorithm, ConvImpl, ConvShape, baseline_for, impl_of, lookup, records
 from cnncc.errors import CnnccError
 from cnncc.ir import Graph, Node, ValueKind
 from cnncc.tuning import TuningDB, TuningKey
@@ -303,7 +303,17 @@ class CpuConvChooser:
                       cands, skipped)
 
     def choose(self, node: Node) -> Choice:
-        """The algorithm of a conv node (forward or backward data): forced, or chosen."""
+        """The algorithm of a conv node (forward or backward data): forced (by the ``algorithms`` mapping, or by an
+        ``impl`` already in the IR, whose schedule is kept), or chosen."""
+        preset = impl_of(node)
+        if preset is not None and node.layer not in self.forced:
+            backward = node.op == "conv2d_grad_input"
+            cs = ConvShape.of_grad_input(node) if backward else ConvShape.of(node)
+            runtime = self.runtime_weights or node.inputs[1].kind is not ValueKind.PARAM
+            choice = self.force(cs, node.layer, preset.algorithm, runtime, backward)
+            impl = replace(preset, algorithm=choice.impl.algorithm)  # the schedule set in the IR stays
+            cands = [replace(c, impl=impl) for c in choice.candidates]
+            return replace(choice, impl=impl, basis="set in the IR", candidates=cands)
         if node.op == "conv2d_grad_input":
             return self.choose_backward_data(node)
         cs = ConvShape.of(node)

@@ -170,3 +170,32 @@ def test_runtime_and_bundle_loader_import_without_llvm() -> None:
             "print(sorted(m for m in ('llvmlite', 'torch', 'cnncc.codegen', 'cnncc.passes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_readme_folder_tree_matches_the_code() -> None:
+    """README "Folders": every path it names exists, and every module and sub-package of the source folders is
+    named in it (a new module means a line there)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("### Folders"):].split("```")[1]
+    parents: dict[int, Path] = {}
+    named = {w.strip(",;:()") for w in block.split()}
+    for line in block.splitlines()[1:]:
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent > 8:
+            continue  # a continuation of the description above
+        names = line.strip().split("  ")[0].split()
+        base = ROOT if indent == 0 else parents[indent - 2]
+        for name in names:
+            path = base / name
+            assert path.exists(), f"README's folder tree names {path.relative_to(ROOT)}, which does not exist"
+            if name.endswith("/"):
+                parents[indent] = path
+    missing = []
+    for folder in ("cnncc", "frontend", "passes", "codegen", "runtime"):
+        for path in (ROOT / folder).iterdir():
+            if path.name in ("__init__.py", "__pycache__"):
+                continue
+            word = path.name + ("/" if path.is_dir() else "")
+            if (path.suffix in (".py", ".c") or path.is_dir()) and word not in named:
+                missing.append(f"{folder}/{word}")
+    assert not missing, f"not in README's folder tree: {missing}"

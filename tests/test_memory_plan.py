@@ -214,13 +214,11 @@ def _zoo_names() -> list[str]:
 def test_zoo_arena_within_5_percent_of_the_lower_bound(name: str) -> None:
     """All eleven at batch 1 (lowering packs the weights: ~0.1 s for the small ones, 2-6 s for alexnet and the VGGs,
     about 25 s in all)."""
-    from cnncc.codegen.lower import Lowering
-    from cnncc.codegen.target import Target
+    from cnncc.driver import lower_and_plan
     from cnncc.frontend.models import ZOO
 
     model = ZOO[name]()
-    prog = Lowering(model.graph(1), model.params, Target.host()).run()
-    report = plan_arena(prog)
+    _, prog, report = lower_and_plan(model.graph(1), model.params)
     assert report.arena_bytes <= 1.05 * report.lower_bound, report
     assert report.arena_bytes < report.naive_bytes
     assert report.inplace_merges > 0
