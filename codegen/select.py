@@ -265,9 +265,10 @@ class CpuConvChooser:
         return Choice(layer, cs.signature(), best.impl, basis, cands, skipped)
 
     def force(self, cs: ConvShape, layer: str, algorithm: str, runtime: bool, backward: bool = False) -> Choice:
-        """``algorithm`` on ``layer`` as the user forced it (a baseline name: the layer's baseline), checked."""
+        """``algorithm`` on ``layer`` as the user forced it, checked (``direct`` stands for the layer's baseline, as
+        in a candidate list: the depthwise kernel on a depthwise layer; any other name must apply as it is)."""
         rec = lookup(algorithm, TARGET)
-        if rec.baseline:
+        if algorithm == "direct":
             rec = baseline_for(cs, TARGET)
         rec.check(layer, cs, runtime, backward)
         cand = Candidate(ConvImpl(rec.name), self._estimate(rec, cs, None if backward else self.weights_working_set,
