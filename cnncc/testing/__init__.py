@@ -1,4 +1,9 @@
-"""Helpers shared by the tests (kept in the package so tests/ needs no __init__.py and no sys.path tricks)."""
+"""Helpers shared by the tests (kept in the package so tests/ needs no __init__.py and no sys.path tricks).
+
+The shared checks (compiled vs the interpreter, VJPs vs PyTorch and finite differences, the ``@covers`` record)
+live in :mod:`cnncc.testing.checks` and are re-exported here; the PyTorch twins of the zoo in
+:mod:`cnncc.testing.twins` (the only module here that imports torch at import time).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,34 @@ import numpy as np
 
 from cnncc.convalgo import CATALOGUE
 from cnncc.ir import DType, Graph, GraphBuilder
+from cnncc.testing.checks import (
+    COMPILED_OPS,
+    COVERED_OPS,
+    assert_close_to_float64,
+    assert_matches,
+    check_graph,
+    check_op,
+    check_vjp,
+    compile_for_test,
+    compile_model_for_test,
+    covers,
+    finite_differences,
+    ops_named_by_covers,
+    record_compiled,
+    rng_for,
+    run_op_outputs,
+    torch_gradients,
+)
 
 if TYPE_CHECKING:
     from cnncc.frontend.model import Model
+
+# The shared checks (cnncc.testing.checks) are re-exported with the helpers defined here.
+__all__ = ["COMPILED_OPS", "COVERED_OPS", "TOL_ALGORITHM", "TOL_F32_ELEMENTWISE", "TOL_F32_MODEL",
+           "TOL_F32_REDUCTION", "TOL_F64", "VALGRIND_ARGS", "assert_close_to_float64", "assert_matches",
+           "build_c_example", "check_graph", "check_op", "check_vjp", "compile_for_test", "compile_model_for_test",
+           "covers", "finite_differences", "ops_named_by_covers", "randomize", "record_compiled", "rel_error",
+           "repo_root", "rng_for", "run_c_example", "run_op", "run_op_outputs", "single_op_graph", "torch_gradients"]
 
 
 def single_op_graph(op: str, arrays: Sequence[np.ndarray], attrs: Any = None, layer: str = "layer",
@@ -116,3 +146,12 @@ def run_c_example(exe: str | os.PathLike, *args: str, valgrind: bool = False,
 # memcheck: every memory error counts; of leaks, only definitely lost blocks (libgomp leaves its worker threads'
 # TLS "possibly lost" at exit, by design).
 VALGRIND_ARGS = ["-q", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite"]
+
+
+def repo_root(near: str | os.PathLike) -> Path:
+    """The checkout that holds ``near`` (a test's ``__file__``): the nearest folder above it with a pyproject.toml.
+    Tests compute their paths from it, so they work at any depth under tests/."""
+    for folder in Path(near).resolve().parents:
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    raise FileNotFoundError(f"no pyproject.toml above {near}")
