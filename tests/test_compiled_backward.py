@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
-import cnncc
 from cnncc.convalgo import ConvShape, baseline_for
 from cnncc.ir import Graph, GraphBuilder
 from cnncc.ops.avg_pool2d import AvgPool2dAttrs
@@ -32,7 +31,16 @@ from cnncc.ops.reshape import ReshapeAttrs
 from cnncc.ops.sum_to import SumToAttrs
 from cnncc.ops.window import output_size
 from cnncc.runtime import interpret
-from cnncc.testing import TOL_F32_ELEMENTWISE, TOL_F32_REDUCTION, rel_error, single_op_graph
+from cnncc.testing import (
+    TOL_F32_ELEMENTWISE,
+    TOL_F32_REDUCTION,
+    checks,
+    compile_for_test,
+    covers,
+    record_compiled,
+    rel_error,
+    single_op_graph,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -47,73 +55,20 @@ def randn(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-COMPILED_OPS: set[str] = set()
-
-
-def covers(*ops: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Mark a test as covering ``ops`` (tests/test_compiled_ops.py's registry check reads these decorators); the
-    test fails unless it compiled a graph holding one of them."""
-
-    def deco(fn: Callable[..., None]) -> Callable[..., None]:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> None:
-            COMPILED_OPS.clear()
-            fn(*args, **kwargs)
-            assert COMPILED_OPS & set(ops), f"{fn.__name__} covers {ops} but compiled only {sorted(COMPILED_OPS)}"
-
-        return run
-
-    return deco
-
-
-def compile_graph(graph: Graph, params: dict[str, np.ndarray]) -> Any:
-    """Compiled without passes: every backward-data convolution runs its baseline (no selection ran), and the
-    compiled model says so."""
-    COMPILED_OPS.update(n.op for n in graph.nodes)
-    cm = cnncc.compile(graph, params=params, optimize_graph=False)
+def compile_at_baseline(graph: Graph, params: dict[str, np.ndarray], **kw: Any) -> Any:
+    """compile_for_test, without passes: every backward-data convolution runs its baseline (no selection ran), and
+    the compiled model says so."""
+    cm = compile_for_test(graph, params, **kw)
     for n in graph.nodes:
         if n.op == "conv2d_grad_input":
             assert cm.program.algorithms[n.layer] == baseline_for(ConvShape.of_grad_input(n), "cpu").name
     return cm
 
 
-def check_graph(graph: Graph, inputs: dict[str, np.ndarray], params: dict[str, np.ndarray], tol: float,
-                smaller: Sequence[int] = ()) -> Any:
-    """Compiled vs the float64 interpreter, at the compiled batch and at the ``smaller`` run-time batches (the
-    inputs cut to their first images; outputs not per image are then compared with the reference of the cut
-    inputs too)."""
-    cm = compile_graph(graph, params)
-    for n in (None, *smaller):
-        feeds = {k: (v if n is None else np.ascontiguousarray(v[:n])) for k, v in inputs.items()}
-        got = cm.run(feeds)
-        want = interpret(_rebatched(graph, n) if n is not None else graph, feeds, params, dtype="float64")
-        assert list(got) == list(want)
-        for name, ref in want.items():
-            assert got[name].shape == ref.shape, (name, got[name].shape, ref.shape)
-            assert got[name].dtype == np.float32
-            err = rel_error(got[name], ref)
-            assert err <= tol, f"{graph.name} output {name} at batch {n or 'compiled'}: rel error {err:.3g} > {tol:.1g}"
-    return cm
-
-
-_BUILDERS: dict[int, Callable[[int], Graph]] = {}
-
-
-def _rebatched(graph: Graph, n: int) -> Graph:
-    return _BUILDERS[id(graph)](n)
-
-
-def batched_graph(build: Callable[[int], Graph], n: int) -> Graph:
-    """``build(n)`` remembered, so check_graph can rebuild the graph at a smaller batch for the reference."""
-    g = build(n)
-    _BUILDERS[id(g)] = build
-    return g
-
-
-def check_op(op: str, arrays: Sequence[np.ndarray], attrs: Any, params: Sequence[int] = (),
-             tol: float = TOL_F32_REDUCTION) -> Any:
-    g, inputs, prm = single_op_graph(op, arrays, attrs, param_operands=params)
-    return check_graph(g, inputs, prm, tol)
+# The backward ops against the float64 interpreter (the oracle), compiled at their baseline.
+check_graph = functools.partial(checks.check_graph, reference_dtype="float64", compiler=compile_at_baseline)
+check_op = functools.partial(checks.check_op, reference_dtype="float64", compiler=compile_at_baseline,
+                             tol=TOL_F32_REDUCTION)
 
 
 # --- pooling gradients -----------------------------------------------------------------------------------------
@@ -229,10 +184,12 @@ def _bn_training_step(shape: tuple[int, ...]) -> Callable[[int], Graph]:
 def test_batch_norm_computed_operands_and_smaller_batch(shape: tuple[int, ...]) -> None:
     """Per-channel operands that are computed (unbatched) values; the batch statistics over the run-time batch."""
     c = shape[1]
-    g = batched_graph(_bn_training_step(shape), shape[0])
+    build = _bn_training_step(shape)
+    g = build(shape[0])
     inputs = {"x": _bn_x(shape), "dy": randn(*shape)}
     smaller = (3, 2) if len(shape) == 4 else (4, 3)  # more than 2 values per channel (with 2, dx is exactly 0)
-    check_graph(g, inputs, {"rm": _channel(c), "rv": _channel(c, True)}, TOL_F32_REDUCTION, smaller=smaller)
+    check_graph(g, inputs, {"rm": _channel(c), "rv": _channel(c, True)}, TOL_F32_REDUCTION, smaller_batches=smaller,
+                rebuild=build)
 
 
 def _bn_inference_with_computed_statistics(shape: tuple[int, ...]) -> Callable[[int], Graph]:
@@ -255,9 +212,10 @@ def _bn_inference_with_computed_statistics(shape: tuple[int, ...]) -> Callable[[
 @pytest.mark.parametrize("shape", [(3, 20, 5, 3), (4, 7)], ids=str)
 def test_batch_norm_inference_with_statistics_known_at_run_time(shape: tuple[int, ...]) -> None:
     c = shape[1]
-    g = batched_graph(_bn_inference_with_computed_statistics(shape), shape[0])
+    build = _bn_inference_with_computed_statistics(shape)
+    g = build(shape[0])
     params = {"rm": _channel(c), "rv": _channel(c, True), "gamma": _channel(c, True), "beta": _channel(c)}
-    check_graph(g, {"x": _bn_x(shape)}, params, TOL_F32_REDUCTION, smaller=(2,))
+    check_graph(g, {"x": _bn_x(shape)}, params, TOL_F32_REDUCTION, smaller_batches=(2,), rebuild=build)
 
 
 def _bias_grad(shape: tuple[int, ...], k: int) -> Callable[[int], Graph]:
@@ -276,9 +234,11 @@ def _bias_grad(shape: tuple[int, ...], k: int) -> Callable[[int], Graph]:
 @pytest.mark.parametrize("k", [5, 32])
 def test_bias_gradient_sum_to_and_reshape(k: int) -> None:
     shape = (3, k, 6, 7)
-    g = batched_graph(_bias_grad(shape, k), 3)
+    build = _bias_grad(shape, k)
+    g = build(3)
     inputs = {"dy": randn(*shape)}
-    check_graph(g, inputs, {"scale": _channel(k).reshape(1, k, 1, 1)}, TOL_F32_REDUCTION, smaller=(1,))
+    check_graph(g, inputs, {"scale": _channel(k).reshape(1, k, 1, 1)}, TOL_F32_REDUCTION, smaller_batches=(1,),
+                rebuild=build)
 
 
 # --- convolution gradients -------------------------------------------------------------------------------------
@@ -348,10 +308,12 @@ def _scaled_grad_weight(x_shape: tuple[int, ...], dy_shape: tuple[int, ...], a: 
 @pytest.mark.parametrize("case", CONVS, ids=CONV_IDS)
 def test_conv2d_grad_weight_of_blocked_values(case: tuple) -> None:
     x, dy, _, _, a_w = _conv_arrays(case)
-    g = batched_graph(_scaled_grad_weight(x.shape, dy.shape, a_w), x.shape[0])
+    build = _scaled_grad_weight(x.shape, dy.shape, a_w)
+    g = build(x.shape[0])
     params = {"sx": _channel(x.shape[1], True).reshape(1, -1, 1, 1),
               "sdy": _channel(dy.shape[1], True).reshape(1, -1, 1, 1)}
-    check_graph(g, {"x": x, "dy": dy}, params, TOL_F32_REDUCTION, smaller=(1,) if x.shape[0] > 1 else ())
+    check_graph(g, {"x": x, "dy": dy}, params, TOL_F32_REDUCTION, smaller_batches=(1,) if x.shape[0] > 1 else (),
+                rebuild=build)
 
 
 CHAINED = (1, 2, 8, 11, 13, 16)  # strided, 5x5 asymmetric, stride > kernel, linear mode, depthwise, groups
@@ -381,9 +343,10 @@ def test_conv_gradients_computed_weights_and_smaller_batch(case: tuple) -> None:
     x, dy, _, _, _ = _conv_arrays(case)
     n = x.shape[0] + 2
     x, dy1, dy2 = (np.concatenate([a, a[:2] * np.float32(-0.5)]) for a in (x, dy, dy))
-    g = batched_graph(_conv_chain(case), n)
+    build = _conv_chain(case)
+    g = build(n)
     check_graph(g, {"x": x, "dy1": dy1, "dy2": np.ascontiguousarray(dy2[::-1])}, {}, TOL_F32_REDUCTION,
-                smaller=(n - 2, 1))
+                smaller_batches=(n - 2, 1), rebuild=build)
 
 
 def test_results_do_not_depend_on_the_thread_count() -> None:
@@ -397,7 +360,7 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
     b.output(dxb, "dxb")
     b.output(dg, "dg")
     b.output(b.apply("max_pool2d_grad", [xv, xv], MaxPool2dAttrs((3, 3), (1, 1), (1, 1, 1, 1))), "mp")
-    cm = compile_graph(b.build(), {"w": wt, "gamma": _channel(16, True)})
+    cm = compile_at_baseline(b.build(), {"w": wt, "gamma": _channel(16, True)})
     runs = [cm.run({"x": x, "dy": dy}, threads=t) for t in (1, 2, 3)]
     for other in runs[1:]:
         for name, v in runs[0].items():
@@ -425,7 +388,7 @@ def test_training_state_operands_read_at_run_time() -> None:
     g = b.build()
     params = {"gamma": _channel(c, True), "beta": _channel(c), "rm": _channel(c), "rv": _channel(c, True),
               "w": randn(c, c, 3, 3)}
-    COMPILED_OPS.update(node.op for node in g.nodes)
+    record_compiled(node.op for node in g.nodes)
     cm = compile_with_state(g, params, state=("gamma", "beta", "rm", "rv", "w"))
     current = dict(params)
     for step in range(3):
@@ -473,7 +436,8 @@ def test_cross_entropy_grad_compiled_at_smaller_batches() -> None:
         return b.build()
 
     inputs = {"logits": 5 * randn(6, 13), "labels": RNG.integers(0, 13, 6)}
-    check_graph(batched_graph(build, 6), inputs, {"g": np.array(0.5, np.float32)}, TOL_F32_REDUCTION, smaller=(1, 4))
+    check_graph(build(6), inputs, {"g": np.array(0.5, np.float32)}, TOL_F32_REDUCTION, smaller_batches=(1, 4),
+                rebuild=build)
 
 
 @covers("conv2d_grad_weight")
@@ -488,5 +452,5 @@ def test_gradient_output_whose_first_axis_equals_the_batch_is_not_per_image() ->
         b.output(b.apply("conv2d_grad_weight", [x, dy], attrs), "dw")
         return b.build()
 
-    check_graph(batched_graph(build, 4), {"x": randn(4, 3, 5, 5), "dy": randn(4, 4, 5, 5)}, {}, TOL_F32_REDUCTION,
-                smaller=(2,))
+    check_graph(build(4), {"x": randn(4, 3, 5, 5), "dy": randn(4, 4, 5, 5)}, {}, TOL_F32_REDUCTION,
+                smaller_batches=(2,), rebuild=build)

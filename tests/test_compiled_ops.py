@@ -9,7 +9,6 @@ fault and what went wrong).
 
 from __future__ import annotations
 
-import functools
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -54,7 +53,21 @@ from cnncc.ops.softplus import SoftplusAttrs
 from cnncc.ops.sum_to import SumToAttrs
 from cnncc.ops.transpose import TransposeAttrs
 from cnncc.runtime import interpret
-from cnncc.testing import randomize, rel_error, single_op_graph
+from cnncc.testing import (
+    COVERED_OPS,
+    assert_matches,
+    check_graph,
+    check_op,
+    compile_for_test,
+    compile_model_for_test,
+    covers,
+    ops_named_by_covers,
+    randomize,
+    record_compiled,
+    rel_error,
+    repo_root,
+    single_op_graph,
+)
 
 # --- tolerances (max abs error / max |reference output|, float32 on both sides) --------------------------------
 
@@ -95,71 +108,13 @@ def randn(*shape: int, scale: float = 1.0) -> np.ndarray:
     return (RNG.standard_normal(shape) * scale).astype(np.float32)
 
 
-# The ops of every graph compiled by the running test (see ``covers``).
-COMPILED_OPS: set[str] = set()
-
-
-def compile_graph(graph: cnncc.Graph, params: dict[str, np.ndarray], **kw: Any) -> Any:
-    """Compile without the graph passes (unless asked): each op is tested through its own kernel, not fused away."""
-    COMPILED_OPS.update(n.op for n in graph.nodes)
-    kw.setdefault("optimize_graph", False)
-    return cnncc.compile(graph, params=params, **kw)
-
-
-def compile_model(model: nn.Model, batch: int, **kw: Any) -> Any:
-    COMPILED_OPS.update(n.op for n in model.graph(batch).nodes)
-    kw.setdefault("optimize_graph", False)
-    return cnncc.compile(model, batch=batch, **kw)
-
-
-def assert_matches(got: np.ndarray, want: np.ndarray, tol: float, what: str) -> None:
-    """Same dtype, shape and non-finite values (NaN, +-inf) as the reference; finite values within ``tol``."""
-    assert got.dtype == want.dtype and got.shape == want.shape, (what, got.dtype, got.shape, want.dtype, want.shape)
-    assert np.array_equal(np.isnan(got), np.isnan(want)), f"{what}: NaN positions differ"
-    finite = np.isfinite(want)
-    assert np.array_equal(got[~finite], want[~finite], equal_nan=True), f"{what}: non-finite values differ"
-    err = rel_error(np.where(finite, got, 0), np.where(finite, want, 0))
-    assert err <= tol, f"{what}: rel error {err:.3g} > {tol:.1g}"
-
-
-def compare(graph: cnncc.Graph, inputs: dict[str, np.ndarray], params: dict[str, np.ndarray], tol: float,
-            **compile_kw: Any) -> tuple[dict[str, np.ndarray], Any]:
-    """Compile ``graph``, run it on ``inputs`` and check every output against the interpreter."""
-    cm = compile_graph(graph, params, **compile_kw)
-    got = cm.run(inputs)
-    want = interpret(graph, inputs, params)
-    assert list(got) == list(want)
-    for name in want:
-        assert_matches(got[name], want[name], tol, f"{graph.name} output {name}")
-    return got, cm
-
-
-def check_op(op: str, arrays: Sequence[np.ndarray], attrs: Any = None, params: Sequence[int] = (),
-             tol: float = TOL_ELEMENTWISE, sub_batch: Callable[[Sequence[np.ndarray]], Any] | None = None) -> Any:
-    """One ``op`` node compiled vs the interpreter; ``params``: operand positions that are parameters.
-
-    ``sub_batch(arrays)`` (optional) gives the attributes of the same op at batch 1: the module compiled for the
-    full batch then also runs on the first image only (dynamic batch) and must match the batch-1 reference.
-    """
-    g, inputs, prm = single_op_graph(op, arrays, attrs, param_operands=params)
-    _, cm = compare(g, inputs, prm, tol)
-    if sub_batch is not None:
-        small = [a if i in params else a[:1] for i, a in enumerate(arrays)]
-        g1, inputs1, prm1 = single_op_graph(op, small, sub_batch(small), param_operands=params)
-        got = cm.run(inputs1)
-        want = interpret(g1, inputs1, prm1)
-        for name in want:
-            assert_matches(got[name], want[name], tol, f"{op} at batch 1, output {name}")
-    return cm
-
-
 def same(attrs: Any) -> Callable[[Sequence[np.ndarray]], Any]:
     return lambda _: attrs
 
 
 def check_model(model: nn.Model, batch: int, tol: float, batches: Sequence[int] | None = None, **kw: Any) -> Any:
     """A DSL model compiled at ``batch`` vs its interpreter, at ``batch`` and the smaller ``batches``."""
-    cm = compile_model(model, batch, **kw)
+    cm = compile_model_for_test(model, batch, **kw)
     shape = model.inputs[0].spec.shape
     for n in (batch, *(batches or ())):
         x = randn(n, *shape)
@@ -180,43 +135,22 @@ def randomize_bn(model: nn.Model, seed: int = 0) -> nn.Model:
 # 1. every op of the registry
 # ================================================================================================================
 
-# The ops the tests below claim to cover; test_every_op_has_a_compiled_test checks them against the registry.
-TESTED_OPS: set[str] = set()
-
-
-def covers(*ops: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Mark a test as covering ``ops``; the test then fails unless it compiled a graph holding one of them."""
-    TESTED_OPS.update(ops)
-
-    def deco(fn: Callable[..., None]) -> Callable[..., None]:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> None:
-            COMPILED_OPS.clear()
-            fn(*args, **kwargs)
-            assert COMPILED_OPS & set(ops), f"{fn.__name__} covers {ops} but compiled only {sorted(COMPILED_OPS)}"
-
-        return run
-
-    return deco
-
-
 # Ops with no CPU lowering yet, exempt from the check below (none now: the backward-graph helpers of reverse-mode
 # autodiff have theirs in codegen/kernels/grad.py). An op added without a lowering goes here until its lowering and
 # @covers test land (the check fails if an exempt op is also covered).
 NOT_COMPILED_YET: set[str] = set()
 
-# The backward ops of training (pooling and convolution gradients, training-mode batch norm) are tested in
-# tests/test_compiled_backward.py: the ops named in its @covers decorators count as covered here.
-_BACKWARD_TESTS = Path(__file__).with_name("test_compiled_backward.py")
-TESTED_OPS.update(re.findall(r'"(\w+)"', " ".join(re.findall(r"@covers\(([^)]*)\)", _BACKWARD_TESTS.read_text()))))
-
 
 def test_every_op_has_a_compiled_test() -> None:
-    missing = sorted(set(all_ops()) - TESTED_OPS - NOT_COMPILED_YET)
-    assert not missing, f"ops without a compiled-backend test in {__file__}: {missing}"
+    """Every registered op is named by a ``@covers`` of some test under tests/ (read from every file, so the
+    backward ops' tests in their own file count; ``@covers(*OPS)`` lists count from the imported modules)."""
+    tests = repo_root(__file__) / "tests"
+    tested = COVERED_OPS | ops_named_by_covers(tests)
+    missing = sorted(set(all_ops()) - tested - NOT_COMPILED_YET)
+    assert not missing, f"ops without a compiled-backend test under {tests}: {missing}"
     assert NOT_COMPILED_YET <= set(all_ops()), f"unknown ops exempted: {sorted(NOT_COMPILED_YET - set(all_ops()))}"
-    assert not NOT_COMPILED_YET & TESTED_OPS, f"covered ops still exempted: {sorted(NOT_COMPILED_YET & TESTED_OPS)}"
-    assert not TESTED_OPS - set(all_ops()), f"tests name unknown ops: {sorted(TESTED_OPS - set(all_ops()))}"
+    assert not NOT_COMPILED_YET & tested, f"covered ops still exempted: {sorted(NOT_COMPILED_YET & tested)}"
+    assert not tested - set(all_ops()), f"tests name unknown ops: {sorted(tested - set(all_ops()))}"
 
 
 # --- activations: plain layouts (rank 2, rank-4 graph input) and blocked layouts (after a conv) ------------------
@@ -363,7 +297,7 @@ def _param_broadcast_graph(op: str, param_shape: tuple[int, ...], after_conv: bo
 @pytest.mark.parametrize("param_first", [False, True])
 def test_binary_per_channel_parameter(op: str, param_shape: tuple[int, ...], param_first: bool) -> None:
     """A conv output op a parameter broadcast over the batch and the pixels (a channel scale or shift)."""
-    compare(*_param_broadcast_graph(op, param_shape, True, param_first), TOL_REDUCTION)
+    check_graph(*_param_broadcast_graph(op, param_shape, True, param_first), TOL_REDUCTION)
 
 
 # Regression (a bug of the backend as first committed, 486ca8d): codegen/kernels/eltwise.py _broadcast_operand: a per-
@@ -372,7 +306,7 @@ def test_binary_per_channel_parameter(op: str, param_shape: tuple[int, ...], par
 @pytest.mark.parametrize("op", ["add", "multiply"])
 def test_binary_per_channel_parameter_on_graph_input(op: str) -> None:
     """Input normalisation, x * scale + shift per channel, straight on the graph input."""
-    compare(*_param_broadcast_graph(op, (1, 20, 1, 1), False, False), TOL_ELEMENTWISE)
+    check_graph(*_param_broadcast_graph(op, (1, 20, 1, 1), False, False), TOL_ELEMENTWISE)
 
 
 @covers("add", "multiply")
@@ -392,7 +326,7 @@ def test_binary_blocked_per_channel_and_per_image(op: str, channels: int) -> Non
     b.output(b.apply(op, [scaled, gate], None, layer="excite"), "y")
     b.output(b.apply(op, [gate, scaled], None, layer="excite_swapped"), "y2")
     params = {"w": randn(channels, 4, 3, 3), "s": randn(1, channels, 1, 1)}
-    compare(b.build(), {"x": randn(n, 4, 6, 5)}, params, TOL_REDUCTION)
+    check_graph(b.build(), {"x": randn(n, 4, 6, 5)}, params, TOL_REDUCTION)
 
 
 @covers("add", "multiply")
@@ -415,7 +349,7 @@ def test_binary_computed_scalar_and_per_image_operands(op: str, shape: tuple[int
     b.output(b.apply(op, [x, s], None, layer="bcast"), "y")
     b.output(b.apply(op, [s, x], None, layer="bcast_swapped"), "y2")
     params = {"w": randn(1, int(np.prod(shape[1:])))} if kind == "per_image" else {}
-    compare(b.build(), {"x": randn(*shape), "t": randn(*shape)}, params, TOL_REDUCTION)
+    check_graph(b.build(), {"x": randn(*shape), "t": randn(*shape)}, params, TOL_REDUCTION)
 
 
 @covers("multiply", "add")
@@ -429,7 +363,7 @@ def test_per_image_operand_as_graph_input(op: str) -> None:
     b.output(b.apply(op, [conv, gate], None, layer="gated"), "y")
     g = b.build()
     inputs = {"x": randn(3, 20, 4, 4), "gate": randn(3, 20, 1, 1)}
-    _, cm = compare(g, inputs, {"w": randn(20, 20, 1, 1)}, TOL_REDUCTION)
+    _, cm = check_graph(g, inputs, {"w": randn(20, 20, 1, 1)}, TOL_REDUCTION)
     got = cm.run({k: np.ascontiguousarray(v[1:2]) for k, v in inputs.items()})["y"]
     assert rel_error(got, cm.run(inputs)["y"][1:2]) <= TOL_REDUCTION
 
@@ -474,7 +408,7 @@ def test_concat_channels(channels: tuple[int, ...], source: str) -> None:
     through = {"inputs": [False] * len(channels), "convs": [True] * len(channels),
                "mixed": [i % 2 == 0 for i in range(len(channels))]}[source]
     g, inputs, params = _concat_graph(channels, 2, (5, 3), through)
-    compare(g, inputs, params, TOL_REDUCTION)
+    check_graph(g, inputs, params, TOL_REDUCTION)
 
 
 @covers("concat")
@@ -484,7 +418,7 @@ def test_concat_of_one_value_twice() -> None:
     w = b.param("w", (20, 5, 1, 1), DType.FLOAT32)
     c = b.apply("conv2d", [x, w], Conv2dAttrs(), layer="conv")
     b.output(b.apply("concat", [c, c, x, c], ConcatAttrs(1), layer="cat"), "y")
-    compare(b.build(), {"x": randn(2, 5, 3, 3)}, {"w": randn(20, 5, 1, 1)}, TOL_REDUCTION)
+    check_graph(b.build(), {"x": randn(2, 5, 3, 3)}, {"w": randn(20, 5, 1, 1)}, TOL_REDUCTION)
 
 
 @covers("concat")
@@ -555,7 +489,7 @@ def run_guarded(cm: Any, inputs: Sequence[np.ndarray], batch: int) -> list[np.nd
 def _unsupported_or_correct(graph: cnncc.Graph, x: np.ndarray, layer: str) -> None:
     """The backend must reject ``graph`` (naming ``layer``) or compute it without touching memory past the output."""
     try:
-        cm = compile_graph(graph, {})
+        cm = compile_for_test(graph, {})
     except Unsupported as e:
         assert f"layer '{layer}'" in str(e)
         return
@@ -614,7 +548,7 @@ def test_transpose_of_blocked_value_and_into_conv() -> None:
     back = b.apply("transpose", [conv], TransposeAttrs((0, 2, 3, 1)), layer="to_nhwc")
     b.output(b.apply("relu", [back], None, layer="relu"), "y")
     b.output(back, "y_raw")
-    compare(b.build(), {"x": randn(2, 7, 6, 17)}, {"w": randn(18, 17, 3, 3)}, TOL_REDUCTION)
+    check_graph(b.build(), {"x": randn(2, 7, 6, 17)}, {"w": randn(18, 17, 3, 3)}, TOL_REDUCTION)
 
 
 def test_nhwc_model_dynamic_batch() -> None:
@@ -699,7 +633,7 @@ def test_softmax_over_channels_of_a_conv_output(op: str) -> None:
     c = b.apply("conv2d", [x, w], Conv2dAttrs(), layer="conv")
     attrs = SoftmaxAttrs(1) if op == "softmax" else LogSoftmaxAttrs(1)
     b.output(b.apply(op, [c], attrs, layer="sm"), "y")
-    compare(b.build(), {"x": randn(2, 5, 3, 4)}, {"w": randn(19, 5, 1, 1)}, TOL_EXP_REDUCTION)
+    check_graph(b.build(), {"x": randn(2, 5, 3, 4)}, {"w": randn(19, 5, 1, 1)}, TOL_EXP_REDUCTION)
 
 
 @covers("cross_entropy")
@@ -757,7 +691,7 @@ def test_classifier_with_loss_outputs() -> None:
 
     params = {"w": randn(5, 3, 3, 3), "fw": randn(7, 80, scale=0.3)}
     x, t = randn(4, 3, 6, 6), RNG.integers(0, 7, 4).astype(np.int64)
-    _, cm = compare(build(4), {"x": x, "labels": t}, params, TOL_EXP_REDUCTION)
+    _, cm = check_graph(build(4), {"x": x, "labels": t}, params, TOL_EXP_REDUCTION)
     got = cm.run({"x": x[:2], "labels": t[:2]})
     want = interpret(build(2), {"x": x[:2], "labels": t[:2]}, params)
     assert got["ce"].shape == () and got["logits"].shape == (2, 7)
@@ -804,7 +738,7 @@ def test_optimizer_update_parallel_and_new_lr_without_recompiling() -> None:
     """A tensor large enough to split over threads; one compiled module run with two learning rates and steps."""
     arrays, _ = _update_case("adam_update", AdamAttrs(), (300_007,), scalar_params=False)
     g, inputs, prm = single_op_graph("adam_update", arrays, AdamAttrs())
-    cm = compile_graph(g, prm, threads=2)
+    cm = compile_for_test(g, prm, threads=2)
     for lr, t in ((0.05, 3.0), (0.001, 10.0)):
         feeds = {**inputs, "x2": np.asarray(lr, np.float32), "x3": np.asarray(t, np.float32)}
         got, want = cm.run(feeds), interpret(g, feeds, prm)
@@ -848,7 +782,7 @@ def test_activation_grad_blocked_after_conv(op: str, attrs: Any, tol: float) -> 
     grad_attrs = ActivationGradAttrs(op, attrs) if attrs is not None else ActivationGradAttrs(op)
     b.output(b.apply("activation_grad", [x, dy], grad_attrs, layer="grad"), "y")
     params = {"w1": randn(20, 3, 3, 3, scale=1.5), "w2": randn(20, 3, 3, 3, scale=0.3)}
-    compare(b.build(), {"x": randn(3, 3, 9, 7)}, params, max(tol, TOL_REDUCTION))
+    check_graph(b.build(), {"x": randn(3, 3, 9, 7)}, params, max(tol, TOL_REDUCTION))
 
 
 def test_activation_grad_of_small_inputs() -> None:
@@ -878,7 +812,7 @@ def test_fill_like_of_a_loss_and_large() -> None:
     big = b.input("big", (4, 30_001))
     b.output(b.apply("fill_like", [big], FillLikeAttrs(-2.0), layer="fill_big"), "big")
     g = b.build()
-    _, cm = compare(g, {"x": randn(4, 9), "t": randn(4, 9), "big": randn(4, 30_001)}, {}, TOL_ELEMENTWISE,
+    _, cm = check_graph(g, {"x": randn(4, 9), "t": randn(4, 9), "big": randn(4, 30_001)}, {}, TOL_ELEMENTWISE,
                     threads=2)
     got = cm.run({"x": randn(1, 9), "t": randn(1, 9), "big": randn(1, 30_001)})
     assert got["seed"].shape == () and got["seed"] == 1.0 and got["big"].shape == (1, 30_001)
@@ -911,7 +845,7 @@ def test_sum_to_of_blocked_conv_output_special_values() -> None:
     img, w = b.input("x", (3, 3, 9, 7)), b.param("w", (20, 3, 3, 3))
     y = b.apply("conv2d", [img, w], Conv2dAttrs(padding=(1, 1, 1, 1)), layer="conv")
     b.output(b.apply("sum_to", [y], SumToAttrs((20, 1, 1)), layer="bias"), "db")
-    compare(b.build(), {"x": randn(3, 3, 9, 7)}, {"w": randn(20, 3, 3, 3)}, TOL_REDUCTION)
+    check_graph(b.build(), {"x": randn(3, 3, 9, 7)}, {"w": randn(20, 3, 3, 3)}, TOL_REDUCTION)
     x = randn(4, 6)
     x[0, 0], x[1, 1], x[2, 1], x[3, 2] = np.nan, np.inf, -np.inf, np.inf
     check_op("sum_to", [x], SumToAttrs((6,)), tol=TOL_REDUCTION)
@@ -941,7 +875,7 @@ def test_one_hot(classes: int) -> None:
 
 def _rejects(graph: cnncc.Graph, params: dict[str, np.ndarray], *fragments: str) -> None:
     with pytest.raises(Unsupported) as info:
-        compile_graph(graph, params)
+        compile_for_test(graph, params)
     assert isinstance(info.value, CnnccError)
     for f in fragments:
         assert f in str(info.value), str(info.value)
@@ -1005,7 +939,7 @@ def test_parameter_as_full_operand(op: str, shapes: list, attrs: Any) -> None:
     g, inputs, prm = single_op_graph(op, [randn(*s) for s in shapes], attrs, layer="with_param",
                                      param_operands=(1,))
     try:
-        compare(g, inputs, prm, TOL_REDUCTION)
+        check_graph(g, inputs, prm, TOL_REDUCTION)
     except Unsupported as e:
         assert "layer 'with_param'" in str(e)
 
@@ -1065,7 +999,7 @@ def test_hypothesis_conv2d(config: tuple[list[np.ndarray], Conv2dAttrs, str, str
         return
     event(kind)
     event(cpu)
-    _, cm = compare(g, inputs, params, TOL_REDUCTION, cpu=cpu)
+    _, cm = check_graph(g, inputs, params, TOL_REDUCTION, cpu=cpu)
     if arrays[0].shape[0] > 1:  # dynamic batch: the last image alone
         got = cm.run({"x0": np.ascontiguousarray(arrays[0][-1:])})["y0"]
         assert_matches(got, interpret(g, inputs, params)["y0"][-1:], TOL_REDUCTION, "conv at batch 1")
@@ -1098,7 +1032,7 @@ def test_hypothesis_pooling(config: tuple[str, np.ndarray, Any, str]) -> None:
         assume(False)
         return
     event(op)
-    _, cm = compare(g, inputs, params, TOL_REDUCTION, cpu=cpu)
+    _, cm = check_graph(g, inputs, params, TOL_REDUCTION, cpu=cpu)
     if x.shape[0] > 1:  # dynamic batch: the first image alone
         got = cm.run({"x0": np.ascontiguousarray(x[:1])})["y0"]
         assert_matches(got, interpret(g, inputs, params)["y0"][:1], TOL_REDUCTION, "pool at batch 1")
@@ -1138,7 +1072,7 @@ def test_one_and_two_threads_bit_identical(name: str) -> None:
     model = THREAD_MODELS[name]()
     if name in ("resnet18", "mobilenet_v2"):
         randomize_bn(model, seed=len(name))
-    cm = compile_model(model, 2, threads=2)
+    cm = compile_model_for_test(model, 2, threads=2)
     x = randn(2, *model.inputs[0].spec.shape)
     one, two, default = cm(x, threads=1), cm(x, threads=2), cm(x)
     assert np.array_equal(one, two) and np.array_equal(one, default)
@@ -1176,8 +1110,8 @@ NEEDS_AVX2 = pytest.mark.skipif(not _host_has("avx2", "fma"), reason="x86-64-v3 
 def test_x86_64_v3_code(name: str) -> None:
     model = V3_MODELS[name]()
     randomize_bn(model, seed=3)
-    v3 = compile_model(model, 2, cpu="x86-64-v3")
-    host = compile_model(model, 2)
+    v3 = compile_model_for_test(model, 2, cpu="x86-64-v3")
+    host = compile_model_for_test(model, 2)
     assert v3.target.vector_width == 8 and v3.target.cpu == "x86-64-v3"
     assert "avx2" in v3.target.enabled() and "avx512f" not in v3.target.enabled()
     x = randn(2, *model.inputs[0].spec.shape)
@@ -1467,7 +1401,7 @@ def test_module_cache_distinguishes_baked_constants() -> None:
     for slope in (0.1, 0.3):
         g, inputs, params = single_op_graph("leaky_relu", [np.full((2, 5), -1.0, np.float32)],
                                             LeakyReluAttrs(slope))
-        got, cm = compare(g, inputs, params, TOL_ELEMENTWISE)
+        got, cm = check_graph(g, inputs, params, TOL_ELEMENTWISE)
         outs.append(got["y0"])
     np.testing.assert_allclose(outs[0], -0.1, rtol=1e-6)
     np.testing.assert_allclose(outs[1], -0.3, rtol=1e-6)
@@ -1486,7 +1420,7 @@ def test_compiled_weights_are_a_copy() -> None:
 def test_profile_times_every_kernel_call() -> None:
     model = nn.Sequential([nn.Conv2d(20, 3, padding=1, activation="relu", name="conv"), nn.MaxPool2d(2, name="pool"),
                            nn.Flatten(name="flat"), nn.Linear(10, name="fc")], input_shape=(3, 12, 12), seed=17)
-    cm = compile_model(model, 2)
+    cm = compile_model_for_test(model, 2)
     x = randn(2, 3, 12, 12)
     before = cm(x)
     timings = cm.profile(x, repeats=3)
@@ -1531,7 +1465,7 @@ def test_fused_conv2d_epilogues(steps: tuple[str, ...], channels: tuple[int, int
     params = {"w": rng.standard_normal((k, c, 3, 3)).astype(np.float32) * 0.3,
               "b": rng.standard_normal(k).astype(np.float32)}
     feeds = {v.name: rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs}
-    cm = compile_graph(g, params, batch=3)
+    cm = compile_for_test(g, params, batch=3)
     want = interpret(g, feeds, params)["output0"]
     assert_matches(cm.run(feeds)["output0"], want, TOL_EXP if "sigmoid" in steps else TOL_REDUCTION, str(steps))
     small = {n: a[:1] for n, a in feeds.items()}
@@ -1549,7 +1483,7 @@ def test_fusion_pipeline_compiles_like_the_interpreter() -> None:
     model = randomize_bn(nn.Model(x, y, name="pipeline"))
     cm = cnncc.compile(model, batch=2)
     fused = [n.op for n in cm.graph.nodes]
-    COMPILED_OPS.update(fused)
+    record_compiled(fused)
     assert fused.count("fused_conv2d") == 2 and "fused_linear" in fused and "batch_norm" not in fused, fused
     for n in (2, 1):
         xin = randn(n, 8, 6, 6)
@@ -1567,4 +1501,4 @@ def test_fused_linear_rejects_a_residual() -> None:
     b.output(b.apply("fused_linear", [x, b.param("w", (4, 6)), b.param("b", (4,)), r],
                      FusedLinearAttrs((_step("add"),)), layer="fc"))
     with pytest.raises(Unsupported, match=re.escape("layer 'fc': residual adds are not fused into linear layers")):
-        compile_graph(b.build(), {"w": np.ones((4, 6), np.float32), "b": np.zeros(4, np.float32)})
+        compile_for_test(b.build(), {"w": np.ones((4, 6), np.float32), "b": np.zeros(4, np.float32)})
