@@ -1,13 +1,12 @@
 """Reverse-mode autodiff (cnncc.autodiff.grad) and every op's VJP, run by the reference interpreter.
 
 Two independent oracles per VJP: PyTorch autograd in float32 and central finite differences of the forward graph
-in float64. A non-scalar op output is reduced to a scalar loss as ``Σ y * R`` (``R`` a random cotangent input), so
-the gradient checked is the VJP with cotangent ``R``.
+in float64 (cnncc.testing.check_vjp). A non-scalar op output is reduced to a scalar loss as ``Σ y * R`` (``R`` a
+random cotangent input), so the gradient checked is the VJP with cotangent ``R``.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,7 +47,7 @@ from cnncc.ops.softplus import SoftplusAttrs
 from cnncc.ops.sum_to import SumToAttrs
 from cnncc.ops.transpose import TransposeAttrs
 from cnncc.runtime import interpret
-from cnncc.testing import rel_error
+from cnncc.testing import check_vjp, rel_error, rng_for
 
 # float32 gradients vs PyTorch's: both round every product to float32 and sum (sum_to, linear) in other orders;
 # relative to the gradient scale, 1e-5 covers the short reductions here (see cnncc.testing.TOL_F32_REDUCTION).
@@ -63,10 +62,6 @@ KINK_MARGIN = 1e-2
 
 M = Reduction.MEAN
 S = Reduction.SUM
-
-
-def rng_for(name: str) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(name.encode()))
 
 
 def avoid(x: np.ndarray, kinks: Sequence[float]) -> np.ndarray:
@@ -304,48 +299,10 @@ def build_case(case: Case) -> tuple[Graph, dict[str, np.ndarray], list[str]]:
     return b.build(), arrays, wrt
 
 
-def finite_differences(graph: Graph, arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
-    x = arrays[name].astype(np.float64)
-    out = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        vals = []
-        for step in (EPS, -EPS):
-            shifted = x.copy()
-            shifted[idx] += step
-            vals.append(float(interpret(graph, {**arrays, name: shifted}, dtype="float64")["loss"]))
-        out[idx] = (vals[0] - vals[1]) / (2 * EPS)
-    return out
-
-
-def torch_grads(case: Case, arrays: dict[str, np.ndarray], wrt: Sequence[str]) -> dict[str, np.ndarray]:
-    _, _, _, operands, fn, _ = case
-    ts = {}
-    for i, (_, kind) in enumerate(operands):
-        a = arrays[f"a{i}"]
-        ts[f"a{i}"] = torch.tensor(a) if kind == "int" else torch.tensor(a, dtype=torch.float32, requires_grad=True)
-    y = fn(*ts.values())
-    loss = (y * torch.tensor(arrays["R"], dtype=torch.float32)).sum() if "R" in arrays else y
-    loss.backward()
-    # An operand the result does not read (training batch_norm's running statistics) has no torch gradient;
-    # cnncc's grad() gives it zeros.
-    return {n: ts[n].grad.numpy() if ts[n].grad is not None else np.zeros(arrays[n].shape, np.float32) for n in wrt}
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_vjp_matches_torch_and_finite_differences(case: Case) -> None:
     graph, arrays, wrt = build_case(case)
-    g = grad(graph, wrt=wrt)
-    g.verify()
-    assert g.output_names == ("loss", *(f"grad:{n}" for n in wrt))
-    got32 = interpret(g, arrays, dtype="float32")
-    want32 = torch_grads(case, arrays, wrt)
-    got64 = interpret(g, arrays, dtype="float64")
-    for n in wrt:
-        assert got32[f"grad:{n}"].dtype == np.float32
-        err = rel_error(got32[f"grad:{n}"], want32[n])
-        assert err <= TOL_TORCH_F32, f"{case[0]} d/d{n} vs torch: rel error {err:.3g}"
-        err = rel_error(got64[f"grad:{n}"], finite_differences(graph, arrays, n))
-        assert err <= TOL_FD_F64, f"{case[0]} d/d{n} vs finite differences: rel error {err:.3g}"
+    check_vjp(graph, arrays, wrt, case[4], tol_torch=TOL_TORCH_F32, tol_fd=TOL_FD_F64, eps=EPS, what=case[0])
 
 
 def test_relu_derivative_at_zero_is_zero_as_pytorch() -> None:

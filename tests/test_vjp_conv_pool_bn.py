@@ -39,7 +39,7 @@ from cnncc.ops.max_pool2d import MaxPool2dAttrs
 from cnncc.ops.slice import SliceAttrs
 from cnncc.ops.sum_to import SumToAttrs
 from cnncc.runtime import interpret
-from cnncc.testing import TOL_F32_MODEL, TOL_F32_REDUCTION, TOL_F64, randomize, rel_error, single_op_graph
+from cnncc.testing import TOL_F32_MODEL, TOL_F32_REDUCTION, TOL_F64, randomize, rel_error, rng_for, run_op_outputs
 from cnncc.testing.twins import TWINS
 
 torch.set_num_threads(2)
@@ -48,20 +48,6 @@ DTYPES = ("float32", "float64")
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
 # float32 vs PyTorch float32: the same products summed in other orders (short reductions here).
 TOL = {"float32": TOL_F32_REDUCTION, "float64": TOL_F64}
-
-
-def rng_for(name: str) -> np.random.Generator:
-    return np.random.default_rng(zlib.crc32(name.encode()))
-
-
-def run(op: str, arrays: list[np.ndarray], attrs: object, dtype: str) -> tuple[np.ndarray, ...]:
-    """All results of one op node, through the builder (its shape rule) and the reference interpreter."""
-    g, inputs, params = single_op_graph(op, arrays, attrs)
-    outs = interpret(g, inputs, params, dtype=dtype)
-    results = tuple(outs[f"y{k}"] for k in range(len(g.outputs)))
-    for r, v in zip(results, g.outputs, strict=True):
-        assert r.shape == v.shape and r.dtype == np.dtype(dtype), (op, r.shape, v.shape, r.dtype)
-    return results
 
 
 def tensor(a: np.ndarray, dtype: str, requires_grad: bool = False) -> torch.Tensor:
@@ -103,8 +89,8 @@ def test_conv2d_backward_ops_match_torch(cfg: tuple, dtype: str) -> None:
         dy = rng.standard_normal(tuple(y.shape))
         y.backward(tensor(dy, dtype))
         want_dx, want_dw = xt.grad.numpy(), wt.grad.numpy()
-    (dx,) = run("conv2d_grad_input", [dy, w], Conv2dGradAttrs(stride, pad, dil, groups, xs[2:]), dtype)
-    (dw,) = run("conv2d_grad_weight", [x, dy], Conv2dGradAttrs(stride, pad, dil, groups, ws[2:]), dtype)
+    (dx,) = run_op_outputs("conv2d_grad_input", [dy, w], Conv2dGradAttrs(stride, pad, dil, groups, xs[2:]), dtype)
+    (dw,) = run_op_outputs("conv2d_grad_weight", [x, dy], Conv2dGradAttrs(stride, pad, dil, groups, ws[2:]), dtype)
     assert rel_error(dx, want_dx) <= TOL[dtype]
     assert rel_error(dw, want_dw) <= TOL[dtype]
 
@@ -140,18 +126,18 @@ def test_max_pool2d_grad_matches_torch_with_ties(a: MaxPool2dAttrs, dtype: str) 
     y = F.max_pool2d(xt, a.kernel, a.stride, (a.padding[0], a.padding[2]), a.dilation, a.ceil_mode)
     dy = rng.standard_normal(tuple(y.shape))
     y.backward(tensor(dy, dtype))
-    (dx,) = run("max_pool2d_grad", [x, dy], a, dtype)
+    (dx,) = run_op_outputs("max_pool2d_grad", [x, dy], a, dtype)
     assert rel_error(dx, xt.grad.numpy()) <= TOL[dtype]
 
 
 def test_max_pool2d_tie_goes_to_the_first_maximum_in_row_major_order() -> None:
     x = np.array([[[[1.0, 5.0, 5.0], [5.0, 0.0, 5.0], [2.0, 5.0, 1.0]]]])
-    (dx,) = run("max_pool2d_grad", [x, np.array([[[[3.0]]]])], MaxPool2dAttrs((3, 3), (1, 1)), "float64")
+    (dx,) = run_op_outputs("max_pool2d_grad", [x, np.array([[[[3.0]]]])], MaxPool2dAttrs((3, 3), (1, 1)), "float64")
     np.testing.assert_array_equal(dx[0, 0], [[0, 3, 0], [0, 0, 0], [0, 0, 0]])
     # overlapping windows sharing an argmax accumulate: 2x2 stride 1 on a plane whose centre is the maximum
     x = np.array([[[[0.0, 1.0, 0.0], [1.0, 9.0, 1.0], [0.0, 1.0, 0.0]]]])
     dy = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
-    (dx,) = run("max_pool2d_grad", [x, dy], MaxPool2dAttrs((2, 2), (1, 1)), "float64")
+    (dx,) = run_op_outputs("max_pool2d_grad", [x, dy], MaxPool2dAttrs((2, 2), (1, 1)), "float64")
     np.testing.assert_array_equal(dx[0, 0], [[0, 0, 0], [0, 10, 0], [0, 0, 0]])
 
 
@@ -192,7 +178,7 @@ def test_avg_pool2d_grad_matches_torch(a: AvgPool2dAttrs, dtype: str) -> None:
     y = F.avg_pool2d(xt, a.kernel, a.stride, (a.padding[0], a.padding[2]), a.ceil_mode, a.count_include_pad)
     dy = rng.standard_normal(tuple(y.shape))
     y.backward(tensor(dy, dtype))
-    (dx,) = run("avg_pool2d_grad", [dy], AvgPool2dGradAttrs(a, (9, 8)), dtype)
+    (dx,) = run_op_outputs("avg_pool2d_grad", [dy], AvgPool2dGradAttrs(a, (9, 8)), dtype)
     assert rel_error(dx, xt.grad.numpy()) <= TOL[dtype]
 
 
@@ -214,7 +200,7 @@ def test_batch_norm_grad_matches_torch(shape: tuple[int, ...], dtype: str) -> No
     gamma, beta, dy = rng.standard_normal(shape[1]), rng.standard_normal(shape[1]), rng.standard_normal(shape)
     xt, gt, bt = tensor(x, dtype, True), tensor(gamma, dtype, True), tensor(beta, dtype, True)
     F.batch_norm(xt, None, None, gt, bt, training=True, eps=1e-3).backward(tensor(dy, dtype))
-    dx, dgamma, dbeta = run("batch_norm_grad", [x, gamma, dy], BatchNormGradAttrs(1e-3), dtype)
+    dx, dgamma, dbeta = run_op_outputs("batch_norm_grad", [x, gamma, dy], BatchNormGradAttrs(1e-3), dtype)
     for got, want in ((dx, xt.grad), (dgamma, gt.grad), (dbeta, bt.grad)):
         assert rel_error(got, want.numpy()) <= TOL[dtype]
 
@@ -228,7 +214,7 @@ def test_batch_norm_stats_matches_torch_running_update(shape: tuple[int, ...], m
     mean, var = rng.standard_normal(shape[1]), rng.uniform(0.5, 1.5, shape[1])
     rm, rv = tensor(mean, dtype), tensor(var, dtype)
     F.batch_norm(tensor(x, dtype), rm, rv, training=True, momentum=momentum)
-    new_mean, new_var = run("batch_norm_stats", [x, mean, var], BatchNormStatsAttrs(momentum), dtype)
+    new_mean, new_var = run_op_outputs("batch_norm_stats", [x, mean, var], BatchNormStatsAttrs(momentum), dtype)
     assert rel_error(new_mean, rm.numpy()) <= TOL[dtype]
     assert rel_error(new_var, rv.numpy()) <= TOL[dtype]
 
@@ -250,7 +236,7 @@ def test_batch_norm_backward_ops_reject_bad_operands() -> None:
 
 def test_slice_reference_and_range_check() -> None:
     x = np.arange(24.0).reshape(2, 3, 4)
-    (y,) = run("slice", [x], SliceAttrs(-1, 1, 3), "float64")
+    (y,) = run_op_outputs("slice", [x], SliceAttrs(-1, 1, 3), "float64")
     np.testing.assert_array_equal(y, x[:, :, 1:3])
     b = GraphBuilder("g")
     with pytest.raises(ShapeError, match=r"need 0 <= start < stop <= 3.*start=2, stop=2"):
