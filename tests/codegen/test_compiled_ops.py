@@ -85,7 +85,7 @@ TOL_EXP = 2e-6
 # exp-based reductions (softmax, log-softmax, cross-entropy, NLL): exp/log differences plus a sum over a row.
 TOL_EXP_REDUCTION = 1e-5
 # Whole networks (ResNet-18, MobileNet-V2, small stacks): per-layer reduction differences compound over the layers
-# (cnncc.testing.TOL_F32_MODEL, the bound tests/test_zoo.py uses against PyTorch).
+# (cnncc.testing.TOL_F32_MODEL, the bound tests/frontend/test_zoo.py uses against PyTorch).
 TOL_MODEL = 1e-4
 
 RNG = np.random.default_rng(0)

@@ -2,9 +2,10 @@
 up to the compiled one), against the reference interpreter in float32.
 
 The BN statistics, BN affine parameters and every bias get random non-trivial values first (the zoo initialises
-them to 0/1), as in tests/test_zoo.py, so BN folding and bias handling are exercised. One compiled module per model
-(module-scoped fixture); the interpreter runs on the batch-4 and the batch-1 graphs, and batch 2 is compared with the
-batch-4 reference's first rows (the interpreter is batch-independent: tests/test_dsl.py checks it).
+them to 0/1), as in tests/frontend/test_zoo.py, so BN folding and bias handling are exercised. One compiled module
+per model (module-scoped fixture); the interpreter runs on the batch-4 and the batch-1 graphs, and batch 2 is
+compared with the batch-4 reference's first rows (the interpreter is batch-independent: tests/frontend/test_dsl.py
+checks it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import cnncc
 from cnncc.convalgo import ConvShape
 from cnncc.frontend.model import Model
 from cnncc.frontend.models import ZOO, get_model
-from cnncc.testing import build_c_example, randomize, rel_error, run_c_example
+from cnncc.testing import build_c_example, randomize, rel_error, repo_root, run_c_example
 
 # A whole network in float32: the backend sums every conv/linear in another order than the interpreter's BLAS
 # (blocked FMA tiles), folds BN into one FMA and calls libm's expf/logf for softmax heads; the per-layer ~1e-6
@@ -114,7 +115,7 @@ def test_c_example_equals_in_process_bit_for_bit(compiled: Compiled, tmp_path: P
     c = compiled
     files = write_bundle(c.cm, tmp_path / "bundle")
     assert files.warnings == []
-    exe = build_c_example(Path(__file__).resolve().parents[1] / "examples" / "c" / "classify.c", files.directory,
+    exe = build_c_example(repo_root(__file__) / "examples" / "c" / "classify.c", files.directory,
                           tmp_path / "classify")
     for batch in (1, 3):
         x = np.ascontiguousarray(c.x[:batch])

@@ -2,7 +2,7 @@
 compute bit for bit what the in-process runtime computes; every bad argument and bad weights file is an error code
 with a message, never a crash; the CPU check refuses a CPU without the compiled-for features; valgrind memcheck
 finds nothing in the C example or the loader, error paths included. (Every zoo model's C example run is checked in
-tests/test_compiled_models.py.)"""
+tests/models/test_compiled_models.py.)"""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ from cnncc.driver import write_bundle
 from cnncc.errors import CnnccError, InputError, WeightsError
 from cnncc.frontend.models import get_model
 from cnncc.runtime.compiled import aligned_bytes
-from cnncc.testing import build_c_example, randomize, run_c_example
+from cnncc.testing import build_c_example, randomize, repo_root, run_c_example
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repo_root(__file__)
 EXAMPLE = ROOT / "examples" / "c" / "classify.c"
-SUPPRESSIONS = Path(__file__).resolve().parent / "valgrind-python.supp"
+SUPPRESSIONS = ROOT / "tests" / "valgrind-python.supp"
 CODES = {name: code for code, name in STATUS.items()}
 MAX_BATCH = 4
 HAS_VALGRIND = shutil.which("valgrind") is not None

@@ -1,7 +1,7 @@
 """The backward ops of conv2d, pooling and batch norm against PyTorch, and whole-model gradients.
 
 The VJPs themselves (conv2d, max/avg pooling, batch_norm, concat, prelu, slice, the fused ops) are checked op by op
-in tests/test_autodiff.py against PyTorch autograd and finite differences. Here:
+in tests/ops/test_autodiff.py against PyTorch autograd and finite differences. Here:
 
 * each backward op's numpy reference against PyTorch directly (``torch.nn.grad.conv2d_input`` /
   ``conv2d_weight``, autograd through the pooling and batch-norm functionals), in float32 and float64;
