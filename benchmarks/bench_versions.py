@@ -167,6 +167,8 @@ def run(args: argparse.Namespace, workers: list[Worker], tmp: Path) -> None:
                "old_median_ms": med["old"], "new_median_ms": med["new"], "old_min_ms": low["old"],
                "new_min_ms": low["new"], "ratio_median": med["new"] / med["old"], "ratio_min": low["new"] / low["old"],
                "bit_identical": same, "algorithms_equal": info["old"]["algorithms"] == info["new"]["algorithms"],
+               "algorithms": {k: {a: v["algorithms"].count(a) for a in sorted(set(v["algorithms"]))}
+                              for k, v in info.items()},
                "compile_s": {k: v["compile_s"] for k, v in info.items()}}
         rows.append(row)
         print(f"{name:13s} old {med['old']:8.3f} ms  new {med['new']:8.3f} ms (median)  "

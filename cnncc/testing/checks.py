@@ -87,7 +87,7 @@ def compile_for_test(graph: Graph, params: Mapping[str, np.ndarray], **kw: Any) 
 
     record_compiled(n.op for n in graph.nodes)
     kw.setdefault("optimize_graph", False)
-    return cnncc.compile(graph, params=params, **kw)
+    return assert_ran_as_chosen(cnncc.compile(graph, params=params, **kw))
 
 
 def compile_model_for_test(model: Model, batch: int, **kw: Any) -> Any:
@@ -96,7 +96,16 @@ def compile_model_for_test(model: Model, batch: int, **kw: Any) -> Any:
 
     record_compiled(n.op for n in model.graph(batch).nodes)
     kw.setdefault("optimize_graph", False)
-    return cnncc.compile(model, batch=batch, **kw)
+    return assert_ran_as_chosen(cnncc.compile(model, batch=batch, **kw))
+
+
+def assert_ran_as_chosen(compiled: Any) -> Any:
+    """Every convolution of a compiled model ran the kernel its selection chose (``layer_algorithms``, what the
+    lowering emitted, against ``choices``, what the select-algorithms pass wrote into the IR): no test of a compiled
+    convolution passes on another algorithm's code."""
+    chosen = {layer: c.impl.algorithm for layer, c in compiled.choices.items()}
+    assert compiled.layer_algorithms == chosen, f"ran {compiled.layer_algorithms}, chosen {chosen}"
+    return compiled
 
 
 # --- compiled vs the reference interpreter -----------------------------------------------------------------------

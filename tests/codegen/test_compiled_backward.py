@@ -61,7 +61,7 @@ def compile_at_baseline(graph: Graph, params: dict[str, np.ndarray], **kw: Any) 
     cm = compile_for_test(graph, params, **kw)
     for n in graph.nodes:
         if n.op == "conv2d_grad_input":
-            assert cm.program.algorithms[n.layer] == baseline_for(ConvShape.of_grad_input(n), "cpu").name
+            assert cm.layer_algorithms[n.layer] == baseline_for(ConvShape.of_grad_input(n), "cpu").name
     return cm
 
 

@@ -1,6 +1,6 @@
 """Convolution algorithms (issue 5): the transforms' math against PyTorch in float64, every compiled algorithm
 against the float64 reference within its named tolerance over zoo and random layer shapes where it applies (each
-test asserts which kernel ran: ``program.algorithms``), the documented error for an algorithm forced or hand-set
+test asserts which kernel ran: ``layer_algorithms``), the documented error for an algorithm forced or hand-set
 where it does not apply, epilogues, the registry as the single source of tolerances and defaults, the selection
 pass (error budget, measured times from the database, forcing), tuning and its resumption, and the CLI."""
 
@@ -104,7 +104,7 @@ def compiled_error(cs: ConvShape, algorithm: str, cpu: str = "host", threads: in
     m = measure(cs, ConvImpl(algorithm), cpu, threads, repeats=1)
     graph, params, inputs = layer_graph(cs, ConvImpl(algorithm))
     cm = cnncc.compile(graph, params=params, cpu=cpu, threads=threads, batch=cs.n, optimize_graph=False)
-    assert cm.program.algorithms == {"conv": algorithm}
+    assert cm.layer_algorithms == {"conv": algorithm}
     return m.error, cm.run(inputs)["y"]
 
 
@@ -218,9 +218,9 @@ def test_forcing_an_algorithm_where_it_does_not_apply_raises(layer: str, rule: s
 
 def test_forcing_per_layer_runs_the_forced_kernels_and_chooses_the_rest(tmp_path: Path) -> None:
     cm = cnncc.compile(forcing_net(), algorithms={"c3x3": "winograd2", "c1x1": "im2col"}, tuning_db=tmp_path / "db")
-    assert cm.program.algorithms["c3x3"] == "winograd2" and cm.program.algorithms["c1x1"] == "im2col"
+    assert cm.layer_algorithms["c3x3"] == "winograd2" and cm.layer_algorithms["c1x1"] == "im2col"
     assert cm.choices["c3x3"].basis == "forced" and cm.choices["strided"].basis != "forced"
-    assert cm.program.algorithms["strided"] == cm.choices["strided"].impl.algorithm
+    assert cm.layer_algorithms["strided"] == cm.choices["strided"].impl.algorithm
     with pytest.raises(cnncc.CnnccError, match="no convolution layer named 'c9'"):
         cnncc.compile(forcing_net(), algorithms={"c9": "direct"})
     with pytest.raises(cnncc.CnnccError, match="unknown convolution algorithm"):
@@ -245,7 +245,7 @@ def test_backward_data_selection_keeps_compile_time_weights_on_the_baseline(tmp_
     attrs = Conv2dGradAttrs((1, 1), (1, 1, 1, 1), (1, 1), 1, (12, 12))
     b.output(b.apply("conv2d_grad_input", [dy, w], attrs, layer="conv.grad"), "dx")
     cm = cnncc.compile(b.build(), params={"w": np.ones((32, 32, 3, 3), np.float32)}, tuning_db=tmp_path / "db")
-    assert cm.program.algorithms == {"conv.grad": "direct"}
+    assert cm.layer_algorithms == {"conv.grad": "direct"}
     assert "compile-time weights" in cm.choices["conv.grad"].not_applicable["winograd4"]
 
 
@@ -280,7 +280,7 @@ def test_fused_epilogue_and_residual(algorithm: str) -> None:
     randomize(model, 3)
     cm = cnncc.compile(model, batch=2, algorithms=algorithm)
     assert {c.impl.algorithm for c in cm.choices.values()} == {algorithm}
-    assert cm.program.algorithms == {"c1": algorithm, "c2": algorithm}
+    assert cm.layer_algorithms == {"c1": algorithm, "c2": algorithm}
     inp = np.random.default_rng(0).standard_normal((2, 20, 19, 21)).astype(np.float32)
     want = interpret(model.graph(2), {cm.input_names[0]: inp.astype(np.float64)}, model.params, dtype="float64")
     got = cm(inp)
@@ -360,7 +360,7 @@ def test_resnet18_compiled_with_selection_matches_reference(tmp_path: Path) -> N
     cm = cnncc.compile(m, tuning_db=tmp_path / "db.json")
     algos = {c.impl.algorithm for c in cm.choices.values()}
     assert "direct" in algos and algos & {"winograd2", "winograd4", "winograd6"}
-    assert cm.program.algorithms == {layer: c.impl.algorithm for layer, c in cm.choices.items()}
+    assert cm.layer_algorithms == {layer: c.impl.algorithm for layer, c in cm.choices.items()}
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     want = interpret(m.graph(1), {cm.input_names[0]: x.astype(np.float64)}, m.params, dtype="float64")
     assert rel_error(cm(x), next(iter(want.values()))) <= 1e-4

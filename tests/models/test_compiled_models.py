@@ -82,7 +82,7 @@ def test_every_conv_runs_the_kernel_chosen_for_it(compiled: Compiled) -> None:
     """The compiled model reports, per conv layer, the algorithm its lowering emitted: the selection pass's choice
     (no fallback), depthwise layers on the depthwise kernel."""
     c = compiled
-    ran = c.cm.program.algorithms
+    ran = c.cm.layer_algorithms
     assert ran and ran == {layer: choice.impl.algorithm for layer, choice in c.cm.choices.items()}
     depthwise = {n.layer for n in c.cm.graph.nodes if n.op in ("conv2d", "fused_conv2d")
                  and ConvShape.of(n).depthwise}

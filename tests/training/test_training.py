@@ -263,7 +263,7 @@ def test_winograd_forward_with_filters_transformed_at_run_time(algorithm: str) -
     # the kernels that ran: conv1 and conv2 forward, and conv2's backward-data convolution (conv1 needs no dx),
     # which the selection pass gives Winograd F(4x4) whatever the forward candidates (the cost model prefers it);
     # fc's backward data is a 1x1 one on the baseline (its matrix-product path)
-    assert trainer.compiled.program.algorithms == {"conv1": algorithm, "conv2": algorithm, "conv2.grad": "winograd4",
+    assert trainer.compiled.layer_algorithms == {"conv1": algorithm, "conv2": algorithm, "conv2.grad": "winograd4",
                                                    "fc.grad": "direct"}
     assert sum(c.kernel == "filter_transform" for c in trainer.compiled.program.calls) == 3
     step_vs_interpreter(model, SGD(0.05, momentum=0.9), x, y, steps=3, algorithms=algorithm)
@@ -291,7 +291,7 @@ def test_winograd_streaming_stores_equal_the_interpreter(monkeypatch: pytest.Mon
     trainer = cnncc.compile_training(model, optimizer=SGD(0.05, momentum=0.9), batch=3, threads=2,
                                      algorithms="winograd4")
     calls = trainer.compiled.program.calls
-    assert trainer.compiled.program.algorithms == {"conv1": "winograd4", "conv2": "winograd4",
+    assert trainer.compiled.layer_algorithms == {"conv1": "winograd4", "conv2": "winograd4",
                                                    "conv2.grad": "winograd4", "fc.grad": "direct"}
     assert all(c.params.nontemporal for c in calls if c.kernel in ("filter_transform", "transform_input") or
                (c.kernel == "conv_direct" and c.params.img_mult > 1))
