@@ -99,6 +99,12 @@ class ConvShape:
         return self.groups > 1 and self.c == self.groups and self.k == self.c
 
 
+# The ops whose attributes carry a ConvImpl: forward convolutions (plain and with a fused epilogue) and
+# backward-data convolutions. The select-algorithms pass visits exactly these; the lowering requires their impl.
+FORWARD_CONV_OPS = ("conv2d", "fused_conv2d")
+CONV_OPS = (*FORWARD_CONV_OPS, "conv2d_grad_input")
+
+
 def conv_attrs(node: Node) -> Conv2dAttrs:
     """The convolution attributes of a ``conv2d`` or ``fused_conv2d`` node (the fused op wraps them)."""
     return node.attrs.conv if node.op == "fused_conv2d" else node.attrs

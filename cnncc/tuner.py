@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnncc.codegen.select import Candidate, CpuConvChooser
-from cnncc.convalgo import ConvShape, baseline_for, lookup
+from cnncc.convalgo import FORWARD_CONV_OPS, ConvShape, baseline_for, lookup
 from cnncc.ir import Graph, GraphBuilder
 from cnncc.ops.conv2d import Conv2dAttrs, ConvImpl
 
@@ -140,7 +140,7 @@ def model_convs(graph: Graph) -> dict[ConvShape, list[str]]:
     """The distinct conv shapes of an (optimized) graph with the layers that have each."""
     out: dict[ConvShape, list[str]] = {}
     for node in graph.nodes:
-        if node.op in ("conv2d", "fused_conv2d"):
+        if node.op in FORWARD_CONV_OPS:
             out.setdefault(ConvShape.of(node), []).append(node.layer)
     return out
 

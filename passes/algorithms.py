@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cnncc.convalgo import with_impl
+from cnncc.convalgo import CONV_OPS, with_impl
 from cnncc.ir import Graph, Node
 from cnncc.passes.rewrite import Rewriter, rewrite
 from cnncc.passmanager import PassContext
@@ -29,7 +29,7 @@ class SelectConvAlgorithms:
             self.chooser.prepare(graph, ctx.params)
 
         def pattern(node: Node, rw: Rewriter) -> bool:
-            if node.op not in ("conv2d", "fused_conv2d", "conv2d_grad_input"):
+            if node.op not in CONV_OPS:
                 return False
             choice = self.chooser.choose(node)
             ctx.choices[node.layer] = choice
