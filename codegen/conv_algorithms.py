@@ -27,7 +27,7 @@ from cnncc.codegen.transforms import TransformConv, fft, winograd
 from cnncc.convalgo import ConvImpl, ConvShape, register, resolve, standard
 from cnncc.ir import Node, Value
 
-TARGET = "cpu"  # this backend's key in the registry (cnncc.compile(target="cpu"))
+TARGET = "cpu"  # this backend's key in the registry (the target="cpu" of compile)
 
 Estimate = Callable[[ConvShape, "cm.MachineModel", int, "float | None"], float]
 Lower = Callable[[Lowering, Node, tuple[Act, ...], "Value | None", tuple[Act, ...]], None]

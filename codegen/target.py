@@ -37,7 +37,7 @@ class Target:
 
     cpu: str
     features: str = ""
-    kind = "cpu"  # the target's name in cnncc.compile(target=...) and the algorithm registry
+    kind = "cpu"  # the target's name (compile's target="cpu") and its key in the algorithm registry
     precisions = ("fp32",)
 
     @staticmethod
