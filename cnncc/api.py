@@ -24,7 +24,7 @@ def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: 
 
     Convolution algorithms: each conv layer gets the fastest of ``algorithms`` (default: all of direct, im2col,
     winograd2/4/6, fft8/16 that apply) whose measured error stays within ``max_error`` (default
-    ``cnncc.codegen.select.DEFAULT_MAX_ERROR``), by the cost model or by times ``cnncc tune`` stored in the tuning
+    ``cnncc.convalgo.DEFAULT_MAX_ERROR``), by the cost model or by times ``cnncc tune`` stored in the tuning
     database (``tuning_db``: a path or :class:`cnncc.tuning.TuningDB`; default ``$CNNCC_TUNING_DB`` or
     ``~/.cache/cnncc/tuning.json``). ``algorithms="direct"`` compiles every convolution directly (depthwise layers
     with the depthwise kernel: the baseline). A mapping layer -> algorithm forces those layers (the others are

@@ -99,6 +99,10 @@ class ConvShape:
         return self.groups > 1 and self.c == self.groups and self.k == self.c
 
 
+# The default error budget of one layer, max |y - ref| / max |ref| against float64 (target-neutral: what the user
+# accepts, not what a backend does); Winograd F(4x4, 3x3) measures 5e-6..3e-5 on ResNet/VGG layers.
+DEFAULT_MAX_ERROR = 1e-4
+
 # The ops whose attributes carry a ConvImpl: forward convolutions (plain and with a fused epilogue) and
 # backward-data convolutions. The select-algorithms pass visits exactly these; the lowering requires their impl.
 FORWARD_CONV_OPS = ("conv2d", "fused_conv2d")

@@ -46,16 +46,16 @@ def optimize(graph: Graph, params: Mapping[str, np.ndarray], passes: Any = None,
 def conv_selection(target: str | Target = "host", threads: int = 1, algorithms: Algorithms = None,
                    max_error: float | None = None, tuning_db: Any = None, runtime_weights: bool = False) -> Any:
     """The ``select-algorithms`` pass with the target's chooser (``target``: a target object, or for the CPU its
-    LLVM CPU name; ``runtime_weights``: a training step, whose weights are packed or transformed in every call)."""
-    from cnncc.codegen.select import DEFAULT_ALGORITHMS, DEFAULT_MAX_ERROR
+    LLVM CPU name; ``algorithms``: None/"auto" for every algorithm the target registers, candidate names, or a
+    mapping layer -> algorithm that forces layers -- the chooser reads it; ``runtime_weights``: a training step,
+    whose weights are packed or transformed in every call)."""
+    from cnncc.convalgo import DEFAULT_MAX_ERROR
     from cnncc.passes.algorithms import SelectConvAlgorithms
     from cnncc.tuning import TuningDB
 
     tgt = resolve_target("cpu", target) if isinstance(target, str) else target
-    algos = DEFAULT_ALGORITHMS if algorithms in (None, "auto") else algorithms if isinstance(algorithms, Mapping) else (
-        (algorithms,) if isinstance(algorithms, str) else tuple(algorithms))
     db = tuning_db if isinstance(tuning_db, TuningDB) else TuningDB(tuning_db)
-    chooser = tgt.chooser(DEFAULT_MAX_ERROR if max_error is None else max_error, algos, db, threads,
+    chooser = tgt.chooser(DEFAULT_MAX_ERROR if max_error is None else max_error, algorithms, db, threads,
                           runtime_weights=runtime_weights)
     return SelectConvAlgorithms(chooser)
 

@@ -44,8 +44,8 @@ class Target(Protocol):
     def lower(self, graph: Graph, params: Mapping[str, np.ndarray], state: Collection[str] = ()) -> Program:
         """The graph as a program of kernel calls over explicit buffers."""
 
-    def chooser(self, max_error: float, algorithms: Sequence[str] | Mapping[str, str], db: Any, threads: int = 1,
-                runtime_weights: bool = False) -> Any:
+    def chooser(self, max_error: float, algorithms: str | Sequence[str] | Mapping[str, str] | None, db: Any,
+                threads: int = 1, runtime_weights: bool = False) -> Any:
         """The convolution chooser of the select-algorithms pass (the target's cost model); ``algorithms``: the
         candidate names, or a mapping layer -> algorithm."""
 

@@ -34,12 +34,21 @@ import numpy as np
 from cnncc.codegen.conv_algorithms import TARGET
 from cnncc.codegen.costmodel import MachineModel, tile_efficiency
 from cnncc.codegen.target import Target
-from cnncc.convalgo import CONV_OPS, ConvAlgorithm, ConvImpl, ConvShape, baseline_for, impl_of, lookup, records
+from cnncc.convalgo import (
+    CONV_OPS,
+    DEFAULT_MAX_ERROR,
+    ConvAlgorithm,
+    ConvImpl,
+    ConvShape,
+    baseline_for,
+    impl_of,
+    lookup,
+    records,
+)
 from cnncc.errors import CnnccError
 from cnncc.ir import Graph, Node, ValueKind
 from cnncc.tuning import TuningDB, TuningKey
 
-DEFAULT_MAX_ERROR = 1e-4  # max |y - ref| / max |ref| of one layer; F(4x4,3x3) measures 5e-6..3e-5 on ResNet/VGG
 DEFAULT_ALGORITHMS: tuple[str, ...] = tuple(r.name for r in records(TARGET))
 
 __all__ = ["DEFAULT_ALGORITHMS", "DEFAULT_MAX_ERROR", "Candidate", "Choice", "CpuConvChooser", "MachineModel",

@@ -104,8 +104,8 @@ class Target:
 
         return Lowering(graph, params, self, state).run()
 
-    def chooser(self, max_error: float, algorithms: Sequence[str] | Mapping[str, str], db: Any, threads: int = 1,
-                runtime_weights: bool = False) -> Any:
+    def chooser(self, max_error: float, algorithms: str | Sequence[str] | Mapping[str, str] | None, db: Any,
+                threads: int = 1, runtime_weights: bool = False) -> Any:
         """The convolution chooser (cost model, measured errors, tuned times) of the select-algorithms pass."""
         from cnncc.codegen.select import CpuConvChooser
 
