@@ -14,10 +14,12 @@ from cnncc.driver import conv_selection, optimize
 def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: int = 1,  # noqa: A001
             cpu: str = "host", params: Mapping[str, np.ndarray] | None = None, optimize_graph: bool = True,
             passes: Any = None, algorithms: str | Sequence[str] | Mapping[str, str] | None = None,
-            max_error: float | None = None, tuning_db: Any = None) -> Any:
+            max_error: float | None = None, tuning_db: Any = None, cuda_arch: str = "sm_90") -> Any:
     """Compile a DSL model (or a graph with its ``params``) to native code.
 
-    ``target="cpu"`` uses the LLVM backend for ``cpu`` (``"host"``, or an LLVM CPU name such as ``"x86-64-v3"``).
+    ``target="cpu"`` uses the LLVM backend for ``cpu`` (``"host"``, or an LLVM CPU name such as ``"x86-64-v3"``);
+    ``target="cuda"`` the TVM CUDA backend for the GPU architecture ``cuda_arch`` (kernels built with nvcc at
+    compile time, so no GPU is needed to compile; running needs one).
     ``batch`` is the largest batch a call may pass; ``threads`` the default thread count (all cores if None).
     The graph first goes through the CPU inference pipeline (identity removal, constant folding, batch-norm folding,
     epilogue fusion, ...) unless ``optimize_graph=False``; ``passes`` replaces that pipeline.
@@ -36,7 +38,7 @@ def compile(model: Any, target: str = "cpu", threads: int | None = None, batch: 
     from cnncc.driver import compile_model
 
     return compile_model(model, target, threads, batch, cpu, params, optimize_graph, passes, algorithms, max_error,
-                         tuning_db)
+                         tuning_db, cuda_arch)
 
 
 __all__ = ["compile", "conv_selection", "optimize"]

@@ -26,9 +26,12 @@ from cnncc.targets import Target, make_target
 Algorithms = str | Sequence[str] | Mapping[str, str] | None
 
 
-def resolve_target(target: str | Target = "cpu", cpu: str = "host") -> Target:
-    """A target object from its name (``"cpu"``) and, for the CPU, the LLVM CPU name (``"host"``, ``"x86-64-v3"``)."""
-    return make_target(target, cpu) if isinstance(target, str) else target
+def resolve_target(target: str | Target = "cpu", cpu: str = "host", cuda_arch: str = "sm_90") -> Target:
+    """A target object from its name (``"cpu"``, ``"cuda"``) and what it compiles for: the LLVM CPU name for the CPU
+    (``"host"``, ``"x86-64-v3"``), the GPU architecture for CUDA (``"sm_90"``)."""
+    if not isinstance(target, str):
+        return target
+    return make_target(target, cuda_arch if target == "cuda" else cpu)
 
 
 def optimize(graph: Graph, params: Mapping[str, np.ndarray], passes: Any = None,
@@ -95,12 +98,13 @@ def compile_graph(graph: Graph, params: Mapping[str, np.ndarray], target: str | 
 
 def compile_model(model: Any, target: str = "cpu", threads: int | None = None, batch: int = 1, cpu: str = "host",
                   params: Mapping[str, np.ndarray] | None = None, optimize_graph: bool = True, passes: Any = None,
-                  algorithms: Algorithms = None, max_error: float | None = None, tuning_db: Any = None) -> Any:
+                  algorithms: Algorithms = None, max_error: float | None = None, tuning_db: Any = None,
+                  cuda_arch: str = "sm_90") -> Any:
     """The whole inference pipeline (see :func:`cnncc.compile` for the arguments)."""
     for name, value in (("threads", threads), ("batch", batch)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise CnnccError(f"compile: {name} must be a positive integer, got {value!r}")
-    tgt = resolve_target(target, cpu)
+    tgt = resolve_target(target, cpu, cuda_arch)
     if isinstance(model, Graph):
         graph = model
         if params is None:
@@ -135,7 +139,7 @@ def _compile(graph: Graph, params: Mapping[str, np.ndarray], target: Target, thr
              runtime_weights: bool = False, state: Sequence[str] = ()) -> Any:
     """The pipeline after the weights were checked: graph passes, algorithm selection (always: lowerings never
     choose), lowering, memory plan, build, and the runtime's compiled model around the executable."""
-    from cnncc.runtime.compiled import CompiledModel
+    from cnncc.runtime.compiled import runtime_model
 
     select = conv_selection(target, threads or 1, algorithms, max_error, tuning_db, runtime_weights)
     graph, params, ctx = optimize(graph, params, [*passes, select])
@@ -144,7 +148,7 @@ def _compile(graph: Graph, params: Mapping[str, np.ndarray], target: Target, thr
     stats = CompileStats(time.perf_counter() - t0, 0.0, False, report.arena_bytes, report.lower_bound,
                          report.naive_bytes, len(program.weights), report.inplace_merges)
     nthreads = threads if threads is not None else (os.cpu_count() or 1)
-    compiled = CompiledModel(target.build(graph, program, nthreads, stats))
+    compiled = runtime_model(target.build(graph, program, nthreads, stats))
     compiled.pass_log = ctx.log if passes else []
     compiled.choices = ctx.choices
     return compiled

@@ -1,6 +1,7 @@
 """Targets: what a backend provides the compiler driver, and the table of known targets.
 
-A target is an object (the LLVM CPU target is :class:`cnncc.codegen.target.Target`; TVM CUDA comes next) that the
+A target is an object (the LLVM CPU target is :class:`cnncc.codegen.target.Target`, the TVM CUDA target
+:class:`cnncc.codegen.cuda.target.CudaTarget`) that the
 driver asks for everything backend-specific; the driver owns the order of the pipeline. The table maps a target's
 name to the function that makes it, as a string: the core never imports a backend, the driver resolves it lazily.
 """
@@ -53,17 +54,18 @@ class Target(Protocol):
         """Native code for a planned program, as an executable for the runtime."""
 
 
-# target name -> "module:function(cpu: str) -> Target"
+# target name -> "module:function(machine: str) -> Target"
 TARGETS: dict[str, str] = {
     "cpu": "cnncc.codegen.target:cpu_target",
+    "cuda": "cnncc.codegen.cuda.target:cuda_target",
 }
 
 
-def make_target(name: str, cpu: str = "host") -> Target:
-    """The target called ``name`` (``cpu``: the LLVM CPU name for the CPU target, ``"host"`` for this machine)."""
+def make_target(name: str, machine: str = "host") -> Target:
+    """The target called ``name``; ``machine`` names what it compiles for: the LLVM CPU name for ``"cpu"``
+    (``"host"``: this machine), the GPU architecture for ``"cuda"`` (``"sm_90"``; ``"host"``: the default)."""
     if name not in TARGETS:
-        raise CnnccError(f"unknown target '{name}': cnncc compiles for {', '.join(repr(t) for t in TARGETS)} "
-                         "(the CUDA backend comes later)")
+        raise CnnccError(f"unknown target '{name}': cnncc compiles for {', '.join(repr(t) for t in TARGETS)}")
     module, _, function = TARGETS[name].partition(":")
-    target: Target = getattr(importlib.import_module(module), function)(cpu)
+    target: Target = getattr(importlib.import_module(module), function)(machine)
     return target

@@ -111,9 +111,10 @@ def estimate(cs: ConvShape, algorithm: str, m: MachineModel, width: int = 16,
     return seconds
 
 
-def emulated_error(cs: ConvShape, algorithm: str, seed: int = 0) -> float:
-    """max |y - ref| / max |ref| of ``algorithm`` in float32 on random data of the layer's shape (batch 1)."""
-    return float(lookup(algorithm, TARGET).hooks.error(cs, seed))
+def emulated_error(cs: ConvShape, algorithm: str, seed: int = 0, kind: str = TARGET) -> float:
+    """max |y - ref| / max |ref| of ``algorithm`` (on target ``kind``) in float32 on random data of the layer's
+    shape (batch 1)."""
+    return float(lookup(algorithm, kind).hooks.error(cs, seed))
 
 
 def describe_schedule(cs: ConvShape, impl: ConvImpl, width: int = 16) -> str:
@@ -125,32 +126,37 @@ def describe_schedule(cs: ConvShape, impl: ConvImpl, width: int = 16) -> str:
     return f"{rec.name} does not apply: {why}" if why else str(rec.hooks.describe(cs, impl, width))
 
 
-def _candidate_names(algorithms: str | Sequence[str] | Mapping[str, str] | None) -> tuple[str, ...]:
+def _all(kind: str) -> tuple[str, ...]:
+    return tuple(r.name for r in records(kind))
+
+
+def _candidate_names(algorithms: str | Sequence[str] | Mapping[str, str] | None, kind: str = TARGET
+                     ) -> tuple[str, ...]:
     """The candidate list: every record for None/"auto" or a mapping (forcing), else the names given, where a
     baseline's name brings the other baselines (``direct`` computes depthwise layers with the depthwise kernel)."""
     if algorithms is None or algorithms == "auto" or isinstance(algorithms, Mapping):
-        return DEFAULT_ALGORITHMS
+        return _all(kind)
     names = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms)
-    known = {r.name: r for r in records(TARGET)}
+    known = {r.name: r for r in records(kind)}
     unknown = [a for a in names if a not in known]
     if unknown:
         raise CnnccError(f"unknown convolution algorithm(s) {', '.join(unknown)}: choose from "
-                         f"{', '.join(DEFAULT_ALGORITHMS)}")
+                         f"{', '.join(_all(kind))}")
     out: list[str] = []
     for a in names:
-        group = [r.name for r in records(TARGET) if r.baseline] if known[a].baseline else [a]
+        group = [r.name for r in records(kind) if r.baseline] if known[a].baseline else [a]
         out += [g for g in group if g not in out]
     return tuple(out)
 
 
-def _forced(algorithms: object) -> dict[str, str]:
+def _forced(algorithms: object, kind: str = TARGET) -> dict[str, str]:
     if not isinstance(algorithms, Mapping):
         return {}
-    known = {r.name for r in records(TARGET)}
+    known = {r.name for r in records(kind)}
     bad = {layer: a for layer, a in algorithms.items() if a not in known}
     if bad:
         raise CnnccError(f"unknown convolution algorithm(s) {', '.join(f'{a!r} (layer {l!r})' for l, a in bad.items())}"
-                         f": choose from {', '.join(DEFAULT_ALGORITHMS)}")
+                         f": choose from {', '.join(_all(kind))}")
     return dict(algorithms)
 
 
@@ -163,11 +169,13 @@ class CpuConvChooser:
     kernel``), and :class:`cnncc.errors.CnnccError` for an unknown algorithm, a forced layer the graph lacks, or a
     layer none of the candidates applies to."""
 
+    kind = TARGET  # the registry key of the target whose records are the candidates
+
     def __init__(self, target: Target, max_error: float = DEFAULT_MAX_ERROR,
                  algorithms: str | Sequence[str] | Mapping[str, str] | None = DEFAULT_ALGORITHMS,
                  db: TuningDB | None = None, threads: int = 1, machine: MachineModel | None = None,
                  runtime_weights: bool = False) -> None:
-        self.algorithms, self.forced = _candidate_names(algorithms), _forced(algorithms)
+        self.algorithms, self.forced = _candidate_names(algorithms, self.kind), _forced(algorithms, self.kind)
         if not (isinstance(max_error, float | int) and max_error > 0):
             raise CnnccError(f"max_error must be a positive number, got {max_error!r}")
         self.target, self.max_error = target, float(max_error)
@@ -206,7 +214,7 @@ class CpuConvChooser:
             dbkey = TuningKey.for_target(f"error {sig} {algorithm}", "any", "")
             rec = self.db.get(dbkey) if self.db is not None else None
             if rec is None:
-                rec = {"error": emulated_error(cs, algorithm)}
+                rec = {"error": emulated_error(cs, algorithm, kind=self.kind)}
                 if self.db is not None:
                     self.db.put(dbkey, rec)
             self._errors[k] = rec["error"]
@@ -218,13 +226,13 @@ class CpuConvChooser:
     def schedule_variants(self, cs: ConvShape) -> list[ConvImpl]:
         """The schedules tuning tries besides each candidate's default rule (the records' schedule spaces)."""
         width = self.target.vector_width
-        return [v for name in self.algorithms for v in lookup(name, TARGET).hooks.variants(cs, width)]
+        return [v for name in self.algorithms for v in lookup(name, self.kind).hooks.variants(cs, width)]
 
     def candidates(self, cs: ConvShape) -> tuple[list[Candidate], dict[str, str]]:
         """The algorithms that apply, with estimates and any measured times (errors are filled by ``choose``)."""
         cands, skipped = [], {}
         for algo in self.algorithms:
-            rec = lookup(algo, TARGET)
+            rec = lookup(algo, self.kind)
             why = rec.why_not(cs, self.runtime_weights)
             if why is not None:
                 skipped[algo] = why
@@ -275,9 +283,9 @@ class CpuConvChooser:
     def force(self, cs: ConvShape, layer: str, algorithm: str, runtime: bool, backward: bool = False) -> Choice:
         """``algorithm`` on ``layer`` as the user forced it, checked (``direct`` stands for the layer's baseline, as
         in a candidate list: the depthwise kernel on a depthwise layer; any other name must apply as it is)."""
-        rec = lookup(algorithm, TARGET)
+        rec = lookup(algorithm, self.kind)
         if algorithm == "direct":
-            rec = baseline_for(cs, TARGET)
+            rec = baseline_for(cs, self.kind)
         rec.check(layer, cs, runtime, backward)
         cand = Candidate(ConvImpl(rec.name), self._estimate(rec, cs, None if backward else self.weights_working_set,
                                                             runtime))
@@ -291,11 +299,11 @@ class CpuConvChooser:
         runtime = self.runtime_weights or node.inputs[1].kind is not ValueKind.PARAM
         if node.layer in self.forced:
             return self.force(cs, node.layer, self.forced[node.layer], runtime, backward=True)
-        base = baseline_for(cs, TARGET)
+        base = baseline_for(cs, self.kind)
         cands = [Candidate(ConvImpl(base.name), self._estimate(base, cs, None, True))]
         skipped: dict[str, str] = {}
         width = self.target.vector_width
-        for rec in records(TARGET):
+        for rec in records(self.kind):
             if rec.baseline or not rec.backward_data:
                 continue
             why = rec.why_not(cs, runtime, backward_data=True)

@@ -191,4 +191,14 @@ class CompiledModel:
                 f"{self.threads} threads, arena {self.program.arena_bytes:,} B>")
 
 
-__all__ = ["CompileStats", "CompiledModel", "KernelTiming", "TensorSpec", "aligned_bytes", "check_feeds"]
+def runtime_model(executable: Executable) -> Any:
+    """The runtime object for a built executable: :class:`CompiledModel` for native CPU code, the CUDA runtime's
+    model for a CUDA executable (it opens the device on its first call, so compiling needs no GPU)."""
+    if getattr(executable.target, "kind", "cpu") == "cuda":
+        from cnncc.runtime.cuda import CudaModel
+
+        return CudaModel(executable)
+    return CompiledModel(executable)
+
+
+__all__ = ["CompileStats", "CompiledModel", "runtime_model", "KernelTiming", "TensorSpec", "aligned_bytes", "check_feeds"]
