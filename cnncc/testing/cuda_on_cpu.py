@@ -37,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cnncc.launch_plan import CudaCode
+
 __all__ = ["CUDA_ON_CPU_CACHE", "CudaOnCpuError", "KernelParam", "UnsupportedCudaError", "compile_kernel",
-           "cxx_compiler", "kernel_params", "run_on_cpu"]
+           "cxx_compiler", "kernel_params", "run_on_cpu", "run_plan_on_cpu"]
 
 CUDA_ON_CPU_CACHE = Path(tempfile.gettempdir()) / "cnncc-cuda-on-cpu"
 CXXFLAGS = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w"]
@@ -396,3 +398,19 @@ def run_on_cpu(source: str, kernel: str, grid: tuple[int, int, int], block: tupl
     rc = dll.cnncc_launch(pointers, len(keep), *grid, *block)
     if rc != 0:
         raise CudaOnCpuError(f"cuda_on_cpu: launching {kernel} failed (code {rc})")
+
+
+def run_plan_on_cpu(code: CudaCode, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A whole CUDA launch plan on the CPU: the fat binary's CUDA C source, every launch in order over host copies of
+    the weights and arena regions (the kernels' pointer arguments are views at the plan's offsets). Returns the
+    outputs at the compiled batch, flat."""
+    arena = np.zeros(code.arena_bytes // 4 + 1, np.float32)
+    weights = np.frombuffer(code.weights, np.float32).copy() if code.weights else np.zeros(1, np.float32)
+    regions = {"arena": arena, "weights": weights}
+    for slot, x in zip(code.inputs, inputs, strict=True):
+        data = np.ascontiguousarray(x, np.float32).reshape(-1)
+        arena[slot.offset // 4:slot.offset // 4 + data.size] = data
+    for launch in code.launches:
+        args = [regions[a.region][a.offset // 4:(a.offset + a.nbytes) // 4] for a in launch.args]
+        run_on_cpu(code.source, launch.kernel, launch.grid, launch.block, args)
+    return [arena[s.offset // 4:(s.offset + s.nbytes) // 4].copy() for s in code.outputs]

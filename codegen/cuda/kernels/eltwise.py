@@ -87,10 +87,9 @@ def _concat(spec: KernelSpec) -> list[Any]:
 
     def pick(*i: Any) -> Any:
         value = None
-        for t, start, s in reversed(list(zip(ins, starts, in_shapes, strict=True))):
+        for t, start in zip(ins, starts, strict=True):  # the last input whose start is <= the index
             idx = tuple(i[d] - start if d == axis else i[d] for d in range(len(shape)))
-            here = t[idx]
-            value = here if value is None else tirx.if_then_else(i[axis] >= start, here, value)
+            value = t[idx] if value is None else tirx.if_then_else(i[axis] >= start, t[idx], value)
         return value
 
     return [*ins, te.compute(shape, pick, name="y")]
