@@ -172,6 +172,21 @@ class Bundle:
                 f"batch <= {self.max_batch}, {self.threads} threads>")
 
 
-def load(directory: str | os.PathLike, threads: int | None = None) -> Bundle:
-    """Load a bundle written by ``cnncc compile`` (or :func:`cnncc.codegen.bundle.write_bundle`)."""
+def _target_kind(directory: str | os.PathLike) -> str:
+    """The manifest's target kind ("cpu" when it names none or cannot be read: Bundle reports what is wrong)."""
+    try:
+        kind = json.loads((Path(directory) / MANIFEST).read_text()).get("target", {}).get("kind", "cpu")
+    except (OSError, ValueError, AttributeError):
+        return "cpu"
+    return kind if isinstance(kind, str) else "cpu"
+
+
+def load(directory: str | os.PathLike, threads: int | None = None) -> Any:
+    """Load a bundle written by ``cnncc compile`` (or :func:`cnncc.codegen.bundle.write_bundle`): a :class:`Bundle`,
+    or for a CUDA bundle a :class:`cnncc.runtime.cuda.CudaBundle` (``threads`` does not apply to it), which opens
+    the GPU at once and raises :class:`cnncc.runtime.cuda.NoCudaDevice` without one."""
+    if _target_kind(directory) == "cuda":
+        from cnncc.runtime.cuda import CudaBundle
+
+        return CudaBundle(directory)
     return Bundle(directory, threads)
