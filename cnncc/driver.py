@@ -158,7 +158,11 @@ def write_bundle(compiled: Any, directory: Any, name: str | None = None, **optio
     """Write a compiled model (or training step) as a deployment bundle through its target's bundle writer, with
     each conv layer's algorithm choice and why in the manifest (options: see
     :func:`cnncc.codegen.bundle.write_bundle`)."""
+    reasons = {layer: c.reason() for layer, c in compiled.choices.items()}
+    if getattr(compiled.executable.target, "kind", "cpu") == "cuda":
+        from cnncc.codegen.cuda.bundle import write_cuda_bundle
+
+        return write_cuda_bundle(compiled.executable, directory, name, algorithms=reasons, **options)
     from cnncc.codegen.bundle import write_bundle as write
 
-    reasons = {layer: c.reason() for layer, c in compiled.choices.items()}
     return write(compiled.executable, directory, name, algorithms=reasons, **options)

@@ -331,6 +331,10 @@ def compile_kernel(source: str, kernel: str) -> tuple[ctypes.CDLL, list[KernelPa
             folder.mkdir(parents=True, exist_ok=True)
             # TVM's preamble includes <cuda.h> outside NVRTC: an empty one next to the source satisfies it
             (folder / "cuda.h").write_text("// empty: cuda_on_cpu needs nothing from the CUDA driver API\n")
+            # TVM includes <math_constants.h> for infinities (a max-pool's padding)
+            (folder / "math_constants.h").write_text(
+                "#include <math.h>\n#define CUDART_INF_F INFINITY\n#define CUDART_NAN_F NAN\n"
+                "#define CUDART_INF ((double)INFINITY)\n#define CUDART_NAN ((double)NAN)\n")
             stem = f"kernel.{os.getpid()}.{threading.get_ident()}"  # private names: concurrent builds never collide
             src, tmp = folder / f"{stem}.cpp", folder / f"{stem}.so"
             src.write_text(final)

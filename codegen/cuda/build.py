@@ -26,7 +26,7 @@ ALIGN = 256
 MAX_THREADS = 1024
 MAX_STATIC_SHARED = 48 * 1024
 
-_SIGNATURE = re.compile(r'extern "C" __global__ void __launch_bounds__\((\d+)\) (\w+)\(([^)]*)\)\s*\{')
+_SIGNATURE = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\((\d+)\) )?(\w+)\(([^)]*)\)\s*\{')
 
 
 def tvm_module() -> Any:
