@@ -200,7 +200,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 2; ++k) {
         status = tiny_cuda_run(m, 4, in, in_bytes, out, out_bytes);
         printf("%d %s\n", status, tiny_cuda_last_error());
-        for (int i = 0; i < 4 * 32; ++i) printf("%g ", y[i]);
+        for (int i = 0; i < 4 * 32; ++i) printf("%.9g ", y[i]);
         printf("\n");
     }
     tiny_cuda_destroy(m);
