@@ -204,7 +204,8 @@ def plan_source(name: str, executable: Executable, code: CudaCode, graph_hash: s
     ins, outs, slots = executable.input_specs(), executable.output_specs(), _slots(code)
     labels = dict(executable.program.label_ranges)
     kernels = code.kernels
-    launches, args = [], []
+    launches: list[list[int]] = []
+    args: list[list[int]] = []
     for launch in code.launches:
         launches.append([kernels.index(launch.kernel), *launch.grid, *launch.block, launch.shared_bytes, len(args),
                          len(launch.args)])
