@@ -25,3 +25,13 @@ class Command(Protocol):
 def add_model(p: argparse.ArgumentParser) -> None:
     """The positional MODEL argument every command takes."""
     p.add_argument("model", help=MODEL_HELP)
+
+
+def add_target(p: argparse.ArgumentParser) -> None:
+    """``--target`` (the backend) and ``--cuda-arch`` (the GPU architecture of the CUDA target)."""
+    p.add_argument("--target", choices=("cpu", "cuda"), default="cpu",
+                   help="cpu: LLVM native code for --cpu (default); cuda: CUDA kernels through Apache TVM and nvcc "
+                        "for --cuda-arch (compiling needs no GPU; running needs one)")
+    p.add_argument("--cuda-arch", default="sm_90", metavar="SM",
+                   help="--target cuda: the GPU architecture of the cubin, e.g. sm_80, sm_90 (default); the PTX also "
+                        "runs on newer GPUs")

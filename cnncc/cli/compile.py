@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
-from cnncc.cli.common import Subparsers, add_model
+from cnncc.cli.common import Subparsers, add_model, add_target
 from cnncc.errors import CnnccError
 
 
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "compile", help="write a deployment bundle: lib<name>.so, <name>.h, weights, manifest.json",
-        description="Compile a model for a CPU and write it as a bundle that runs without Python: a shared library "
+        description="Compile a model for a CPU (or with --target cuda for an NVIDIA GPU: fat binary, launch plan and a C "
+                    "runtime on the CUDA driver API) and write it as a bundle that runs without Python: a shared library "
                     "(and optionally a static archive) with a documented C API, its header, the weights file "
                     "(magic, version, graph hash, CRC-32) and manifest.json. A call may pass any batch from 1 to "
                     "--max-batch. Load it from Python with cnncc.load(DIR).",
@@ -30,6 +32,7 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cpu", default="host",
                    help="LLVM CPU: host (default; runs only on CPUs with this one's features) or x86-64-v3 / "
                         "x86-64-v4 for any AVX2 / AVX-512 machine")
+    add_target(p)
     p.add_argument("--name", default=None, help="C name prefix of the API (default: the model's name)")
     p.add_argument("--weights", metavar="FILE.npz", help="weights saved with model.save_weights() (default: the "
                                                          "model's seeded initial weights)")
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         model.load_weights(args.weights)
     t0 = time.perf_counter()
     algorithms = args.algorithms.split(",") if args.algorithms else None
+    if args.target == "cuda":
+        return _run_cuda(args, model, algorithms, t0)
     if args.training:
         from cnncc.cli.train import make_optimizer
 
@@ -95,4 +100,39 @@ def run(args: argparse.Namespace) -> int:
     print(f"Python: cnncc.load('{d}')")
     for w in files.warnings:
         print(f"warning from the C toolchain: {w}")
+    return 0
+
+
+def _run_cuda(args: argparse.Namespace, model: Any, algorithms: list[str] | None, t0: float) -> int:
+    """``--target cuda``: compile through TVM and nvcc, write the CUDA bundle (see :mod:`cnncc.codegen.cuda.bundle`)."""
+    import cnncc
+    from cnncc.driver import write_bundle
+
+    for flag, on in (("--training", args.training), ("--embed-weights", args.embed_weights),
+                     ("--static", args.static)):
+        if on:
+            raise CnnccError(f"{flag} is not available with --target cuda (CUDA bundles are inference bundles with "
+                             "a weights file and a shared library)")
+    compiled = cnncc.compile(model, target="cuda", cuda_arch=args.cuda_arch, batch=args.max_batch,
+                             algorithms=algorithms)
+    compile_s = time.perf_counter() - t0
+    files = write_bundle(compiled, args.output, args.name or model.name)
+    code = compiled.executable.native
+    print(f"{model.name}: compiled for CUDA {code.arch} in {compile_s:.2f} s ({len(code.kernels)} kernels, "
+          f"{len(code.launches)} launches), bundle written in {files.seconds:.2f} s to {files.directory}/")
+    for path in (files.library, files.fatbin, files.header, files.plan, files.runtime, files.weights, files.manifest):
+        if path is not None:
+            print(f"  {path.name:<28} {path.stat().st_size:>14,} B")
+    worst = max(code.ptxas.values(), key=lambda r: r["registers"])
+    spills = sum(r["spill_stores"] + r["spill_loads"] for r in code.ptxas.values())
+    print(f"  batch {compiled.max_batch} (smaller batches copy fewer images), device arena {code.arena_bytes:,} B, "
+          f"weights {len(code.weights):,} B; ptxas: at most {worst['registers']} registers, {spills} B spilled")
+    d = files.directory
+    if files.library is None:
+        print(f"C:      build lib{files.name}.so where <cuda.h> is: {' '.join(files.build_command)}")
+    else:
+        print(f"C:      cc app.c -I {d} -L {d} -l{files.name} -lcuda -Wl,-rpath,{d}   (API in {files.header.name})")
+    print(f"Python: cnncc.load('{d}')   (on a machine with an NVIDIA GPU)")
+    for w in files.warnings:
+        print(f"warning: {w}")
     return 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cnncc.cli.common import Subparsers, add_model
+from cnncc.cli.common import Subparsers, add_model, add_target
 from cnncc.errors import InputError
 
 
@@ -29,6 +29,7 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--interpret", action="store_true", help="use the numpy reference interpreter")
     p.add_argument("--threads", type=int, default=None, help="threads for compiled code (default: all cores)")
     p.add_argument("--cpu", default="host", help="LLVM CPU to compile for: host (default) or e.g. x86-64-v3")
+    add_target(p)
     p.add_argument("--algorithms", metavar="A[,B]", help="convolution algorithms to choose from (default: all of "
                                                           "direct, im2col, winograd2/4/6, fft8/16; `cnncc explain`)")
     p.add_argument("--max-error", type=float, default=None,
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         import cnncc
 
         t0 = time.perf_counter()
-        compiled = cnncc.compile(model, batch=x.shape[0], threads=args.threads, cpu=args.cpu,
+        compiled = cnncc.compile(model, target=args.target, cuda_arch=args.cuda_arch, batch=x.shape[0],
+                                 threads=args.threads, cpu=args.cpu,
                                  algorithms=args.algorithms.split(",") if args.algorithms else None,
                                  max_error=args.max_error)
         tc = time.perf_counter() - t0
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         y = compiled(x)
         dt = time.perf_counter() - t0
-        how = (f"compiled for {compiled.target.cpu} in {tc:.2f} s, {compiled.threads} threads; "
+        how = (f"compiled for {compiled.executable.description} in {tc:.2f} s, {compiled.threads} threads; "
                f"{compiled.stats.arena_bytes / 1e6:.1f} MB arena")
     _report(model.name, x, y, dt, how)
     if args.output:

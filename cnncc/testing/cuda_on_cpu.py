@@ -190,9 +190,7 @@ static inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; 
 
 LAUNCHER = r"""
 // ---- cnncc cuda_on_cpu launcher for {kernel} ----
-static std::mutex cnncc_launch_mutex;
-
-extern "C" int cnncc_launch(void** args, int nargs, unsigned gx, unsigned gy, unsigned gz,
+extern "C" int cnncc_launch_{kernel}(void** args, int nargs, unsigned gx, unsigned gy, unsigned gz,
                             unsigned bx, unsigned by, unsigned bz) {{
   if (nargs != {nargs}) {{ std::fprintf(stderr, "cnncc_launch: {kernel} takes {nargs} arguments, got %d\n", nargs);
                           return 1; }}
@@ -297,6 +295,13 @@ def cxx_compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
+def kernel_names(source: str) -> list[str]:
+    """Every ``__global__`` kernel defined in ``source`` (declarations without a body are skipped)."""
+    code = strip_comments(source)
+    pattern = r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\([^)]*\)\s*\{"
+    return list(dict.fromkeys(re.findall(pattern, code)))
+
+
 def launcher_source(kernel: str, params: Sequence[KernelParam]) -> str:
     unpack, call = [], []
     for i, p in enumerate(params):
@@ -313,14 +318,15 @@ _LOADED_LOCK = threading.Lock()
 
 
 def compile_kernel(source: str, kernel: str) -> tuple[ctypes.CDLL, list[KernelParam]]:
-    """Compile ``source`` with a launcher for ``kernel`` (cached on disk and per process); the loaded library and
-    the kernel's parameters."""
+    """Compile ``source`` with a launcher ``cnncc_launch_<name>`` for each of its kernels (one build per source,
+    cached on disk and per process); the loaded library and ``kernel``'s parameters."""
     check_supported(source)
     params = kernel_params(source, kernel)
     cxx = cxx_compiler()
     if cxx is None:
         raise CudaOnCpuError("cuda_on_cpu: no C++ compiler (g++ or $CXX) on PATH")
-    final = PRELUDE + rewrite(source) + launcher_source(kernel, params)
+    launchers = "".join(launcher_source(k, kernel_params(source, k)) for k in kernel_names(source))
+    final = PRELUDE + "static std::mutex cnncc_launch_mutex;\n" + rewrite(source) + launchers
     key = hashlib.sha256("\0".join([cxx, *CXXFLAGS, final]).encode()).hexdigest()[:24]
     with _LOADED_LOCK:
         if key in _LOADED:
@@ -346,8 +352,10 @@ def compile_kernel(source: str, kernel: str) -> tuple[ctypes.CDLL, list[KernelPa
             os.replace(src, folder / "kernel.cpp")  # kept for reading the compiled code
             os.replace(tmp, lib)  # atomic: a concurrent compile of the same key never sees half a library
         dll = ctypes.CDLL(str(lib))
-        dll.cnncc_launch.restype = ctypes.c_int
-        dll.cnncc_launch.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, *[ctypes.c_uint] * 6]
+        for name in kernel_names(source):
+            fn = getattr(dll, f"cnncc_launch_{name}")
+            fn.restype = ctypes.c_int
+            fn.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, *[ctypes.c_uint] * 6]
         _LOADED[key] = dll
         return dll, params
 
@@ -399,7 +407,7 @@ def run_on_cpu(source: str, kernel: str, grid: tuple[int, int, int], block: tupl
                 raise CudaOnCpuError(f"cuda_on_cpu: {where}: {value} does not fit {p.dtype}")
             keep.append(np.ascontiguousarray(cast.reshape(1)))
     pointers = (ctypes.c_void_p * max(len(keep), 1))(*[a.ctypes.data for a in keep])
-    rc = dll.cnncc_launch(pointers, len(keep), *grid, *block)
+    rc = getattr(dll, f"cnncc_launch_{kernel}")(pointers, len(keep), *grid, *block)
     if rc != 0:
         raise CudaOnCpuError(f"cuda_on_cpu: launching {kernel} failed (code {rc})")
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from cnncc.codegen.cuda.families import KernelSpec
 from cnncc.codegen.cuda.kernels.conv import conv_schedule
+from cnncc.codegen.cuda.kernels.winograd import gemm_tiles
 from cnncc.codegen.cuda.lower import TARGET, CudaLowering, conv_operands
 from cnncc.codegen.select import CpuConvChooser
 from cnncc.codegen.transforms import winograd
@@ -143,6 +144,29 @@ def lower_depthwise(lw: CudaLowering, node: Node) -> None:
     lw.call(KernelSpec("depthwise", geo, steps), reads, (lw.out(node.outputs[0]),), node.layer)
 
 
+def lower_winograd(m: int) -> Callable[[CudaLowering, Node], None]:
+    """F(m x m, 3x3): input transform, alpha^2 batched GEMMs over the filters transformed here (float64), output
+    transform with bias and the epilogue (:mod:`cnncc.codegen.cuda.kernels.winograd`)."""
+    def lower(lw: CudaLowering, node: Node) -> None:
+        cs = ConvShape.of(node)
+        w, bias, steps, residuals = conv_operands(lw, node)
+        a = m + 2
+        th, tw = -(-cs.oh // m), -(-cs.ow // m)
+        tiles = cs.n * th * tw
+        u = winograd(m, 3, 3).filter_transform(w).transpose(0, 2, 1)  # (alpha^2, C, K)
+        v_buf = lw.scratch(4 * a * a * cs.c * tiles, f"{node.layer}.V")
+        m_buf = lw.scratch(4 * a * a * cs.k * tiles, f"{node.layer}.M")
+        layer = node.layer
+        lw.call(KernelSpec("wino_input", (m, cs.n, cs.c, cs.h, cs.w, cs.padding[0], cs.padding[2], th, tw)),
+                (lw.get(node.inputs[0], layer),), (v_buf,), layer)
+        lw.call(KernelSpec("wino_gemm", (a * a, cs.c, cs.k, tiles), (), gemm_tiles(a * a, cs.k, tiles)),
+                (v_buf, lw.weights(u, f"{layer}.U")), (m_buf,), layer)
+        lw.call(KernelSpec("wino_output", (m, cs.n, cs.k, cs.oh, cs.ow, th, tw), steps),
+                (m_buf, lw.weights(bias, f"{layer}.bias"), *residuals), (lw.out(node.outputs[0]),), layer)
+
+    return lower
+
+
 def describe_direct(cs: ConvShape) -> str:
     t = dict(conv_schedule(cs.n, cs.groups, cs.k // cs.groups, cs.oh * cs.ow))
     return (f"implicit GEMM, block tile {t['tk']} channels x {t['tp']} pixels, {t['rk']}-deep shared-memory "
@@ -154,6 +178,10 @@ RECORDS = [
                                                          describe_direct))),
     register(standard("depthwise", TARGET, hooks=CudaHooks(
         lower_depthwise, estimate_depthwise, error_float32, lambda cs: "one output per thread, window unrolled"))),
+    *(register(standard(f"winograd{m}", TARGET, hooks=CudaHooks(
+        lower_winograd(m), estimate_winograd(m), error_transform(m),
+        lambda cs, m=m: f"Winograd F({m}x{m},3x3): input transform, {(m + 2) ** 2} batched GEMMs, output transform "
+                        "with the epilogue"))) for m in (2, 4)),
 ]
 
 

@@ -74,29 +74,34 @@ def _conv_compute(spec: KernelSpec) -> list[Any]:
     return [x, wt, b, *res, y]
 
 
-def _conv_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
-    tk, tp, rk = spec.tile("tk", 64), spec.tile("tp", 64), spec.tile("rk", 8)
+def gemm_schedule(sch: Any, dims: Dims, tiles: dict[str, int], acc: Any, y: Any, batch: list[Any], k: Any, p: Any,
+                  q: Any, a_block: Any = None, a_read: int = 0, w_read: int = 1) -> None:
+    """The tiled GEMM schedule shared by ``conv`` and Winograd's batched GEMM: ``acc`` (a reduction over ``q``
+    computing ``[batch..., k, p]``) in registers, its operands staged ``rk`` deep in shared memory -- the patch
+    stage ``a_block`` computed there (conv: the gather never touches global memory), or else ``acc``'s read
+    ``a_read`` cached there -- and the weights (read ``w_read``); ``y`` (the epilogue) stores from the registers."""
+    tk, tp, rk = tiles["tk"], tiles["tp"], tiles["rk"]
     k2 = 4 if tk >= 32 else 2
     p2 = 4 if tp >= 32 else 2
     k1, p1 = tk // k2, tp // p2
-    a_blk, acc, y = sch.get_sblock("A"), sch.get_sblock("acc"), sch.get_sblock("y")
-    n, g, k, p, q = sch.get_loops(acc)
     k0, kv, kt = sch.split(k, [None, k2, k1])
     p0, pv, pt = sch.split(p, [None, p2, p1])
     q0, q1 = sch.split(q, [None, rk])
-    sch.reorder(n, g, k0, p0, kv, pv, kt, pt, q0, q1)
-    ng = sch.fuse(n, g)
-    dims.bind(sch, ng, "blockIdx.z")
+    sch.reorder(*batch, k0, p0, kv, pv, kt, pt, q0, q1)
+    dims.bind(sch, sch.fuse(*batch) if len(batch) > 1 else batch[0], "blockIdx.z")
     dims.bind(sch, k0, "blockIdx.y")
     dims.bind(sch, p0, "blockIdx.x")
     dims.bind(sch, kv, "vthread.y")
     dims.bind(sch, pv, "vthread.x")
     dims.bind(sch, kt, "threadIdx.y")
     dims.bind(sch, pt, "threadIdx.x")
-    # the patch slice: shared scope first, then compute_at (the other order computes per-thread windows)
-    sch.set_scope(a_blk, 0, "shared")
-    w_shared = sch.cache_read(acc, 1, "shared")
-    for blk in (a_blk, w_shared):
+    if a_block is not None:  # shared scope first, then compute_at (the other order computes per-thread windows)
+        sch.set_scope(a_block, 0, "shared")
+        a_stage = a_block
+    else:
+        a_stage = sch.cache_read(acc, a_read, "shared")
+    w_shared = sch.cache_read(acc, w_read, "shared")
+    for blk in (a_stage, w_shared):
         sch.compute_at(blk, q0)
         fused = sch.fuse(*sch.get_loops(blk)[-2:])
         _, ty, tx = sch.split(fused, [None, k1, p1])
@@ -105,6 +110,13 @@ def _conv_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
     sch.set_scope(acc, 0, "local")
     sch.reverse_compute_at(y, pt)
     sch.decompose_reduction(acc, q0)
+
+
+def _conv_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
+    acc = sch.get_sblock("acc")
+    n, g, k, p, q = sch.get_loops(acc)
+    tiles = {"tk": spec.tile("tk", 64), "tp": spec.tile("tp", 64), "rk": spec.tile("rk", 8)}
+    gemm_schedule(sch, dims, tiles, acc, sch.get_sblock("y"), [n, g], k, p, q, a_block=sch.get_sblock("A"))
 
 
 def _conv_flops(spec: KernelSpec) -> int:
