@@ -103,7 +103,12 @@ def gemm_schedule(sch: Any, dims: Dims, tiles: dict[str, int], acc: Any, y: Any,
     w_shared = sch.cache_read(acc, w_read, "shared")
     for blk in (a_stage, w_shared):
         sch.compute_at(blk, q0)
-        fused = sch.fuse(*sch.get_loops(blk)[-2:])
+        loops = sch.get_loops(blk)
+        below = [i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(q0))][0] + 1
+        inner = loops[below:]  # the stage's own loops (unit extents may have been dropped)
+        if not inner:
+            continue  # one element per stage: every thread computes it (no cooperative split needed)
+        fused = sch.fuse(*inner) if len(inner) > 1 else inner[0]
         _, ty, tx = sch.split(fused, [None, k1, p1])
         dims.bind(sch, ty, "threadIdx.y")
         dims.bind(sch, tx, "threadIdx.x")
