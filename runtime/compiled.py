@@ -201,4 +201,5 @@ def runtime_model(executable: Executable) -> Any:
     return CompiledModel(executable)
 
 
-__all__ = ["CompileStats", "CompiledModel", "runtime_model", "KernelTiming", "TensorSpec", "aligned_bytes", "check_feeds"]
+__all__ = ["CompileStats", "CompiledModel", "KernelTiming", "TensorSpec", "aligned_bytes", "check_feeds",
+           "runtime_model"]

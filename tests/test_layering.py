@@ -144,6 +144,11 @@ def test_backend_libraries_only_in_their_backend(graph: nx.DiGraph) -> None:
         assert all(room(u) == home for u in users), f"{lib} imported outside {home}/: {users}"
     torch_users = list(graph.predecessors("torch")) if "torch" in graph else []
     assert all(u.startswith("cnncc.testing") for u in torch_users), torch_users
+    # within codegen/: TVM belongs to the CUDA backend alone, llvmlite to the CPU backend alone
+    tvm_users = list(graph.predecessors("tvm")) if "tvm" in graph else []
+    assert tvm_users and all(u.startswith("cnncc.codegen.cuda") for u in tvm_users), tvm_users
+    llvm_users = list(graph.predecessors("llvmlite")) if "llvmlite" in graph else []
+    assert not [u for u in llvm_users if u.startswith("cnncc.codegen.cuda")], llvm_users
 
 
 def test_no_backend_or_runtime_calls_the_public_api() -> None:
@@ -159,15 +164,17 @@ def test_no_backend_or_runtime_calls_the_public_api() -> None:
 
 def test_the_driver_is_the_only_caller_of_lowering_and_build(graph: nx.DiGraph) -> None:
     """Lowering and building are steps of the pipeline: only the driver (and the backend itself) reach them."""
-    for step in ("cnncc.codegen.lower", "cnncc.codegen.module", "cnncc.codegen.jit", "cnncc.passes.memory_plan"):
+    for step in ("cnncc.codegen.lower", "cnncc.codegen.module", "cnncc.codegen.jit", "cnncc.passes.memory_plan",
+                 "cnncc.codegen.cuda.lower", "cnncc.codegen.cuda.build"):
         callers = {a for a in graph.predecessors(step) if room(a) != "codegen" and a != step}
         assert callers <= {"cnncc.driver", "cnncc.plan_view"}, (step, callers)
 
 
 def test_runtime_and_bundle_loader_import_without_llvm() -> None:
     """``cnncc.load`` needs only numpy and the bundle's library: importing it must not import llvmlite (or torch)."""
-    code = ("import sys, cnncc, cnncc.runtime.bundle, cnncc.runtime.compiled; "
-            "print(sorted(m for m in ('llvmlite', 'torch', 'cnncc.codegen', 'cnncc.passes') if m in sys.modules))")
+    code = ("import sys, cnncc, cnncc.runtime.bundle, cnncc.runtime.compiled, cnncc.runtime.cuda; "
+            "print(sorted(m for m in ('llvmlite', 'torch', 'tvm', 'cnncc.codegen', 'cnncc.passes') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 

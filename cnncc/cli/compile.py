@@ -18,9 +18,9 @@ from cnncc.errors import CnnccError
 def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(
         "compile", help="write a deployment bundle: lib<name>.so, <name>.h, weights, manifest.json",
-        description="Compile a model for a CPU (or with --target cuda for an NVIDIA GPU: fat binary, launch plan and a C "
-                    "runtime on the CUDA driver API) and write it as a bundle that runs without Python: a shared library "
-                    "(and optionally a static archive) with a documented C API, its header, the weights file "
+        description="Compile a model for a CPU (or with --target cuda for an NVIDIA GPU: fat binary, launch plan and "
+                    "a C runtime on the CUDA driver API) and write it as a bundle that runs without Python: a shared "
+                    "library (and optionally a static archive) with a documented C API, its header, the weights file "
                     "(magic, version, graph hash, CRC-32) and manifest.json. A call may pass any batch from 1 to "
                     "--max-batch. Load it from Python with cnncc.load(DIR).",
         epilog="Example: `cnncc compile resnet18 -o build/resnet18 --max-batch 8 --cpu x86-64-v3`, then "

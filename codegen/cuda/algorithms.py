@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from cnncc.codegen.cuda.families import KernelSpec
 from cnncc.codegen.cuda.kernels.conv import conv_schedule
 from cnncc.codegen.cuda.kernels.winograd import gemm_tiles
@@ -167,6 +165,12 @@ def lower_winograd(m: int) -> Callable[[CudaLowering, Node], None]:
     return lower
 
 
+def describe_winograd(m: int) -> Callable[[ConvShape], str]:
+    text = (f"Winograd F({m}x{m},3x3): input transform, {(m + 2) ** 2} batched GEMMs, output transform with the "
+            "epilogue")
+    return lambda cs: text
+
+
 def describe_direct(cs: ConvShape) -> str:
     t = dict(conv_schedule(cs.n, cs.groups, cs.k // cs.groups, cs.oh * cs.ow))
     return (f"implicit GEMM, block tile {t['tk']} channels x {t['tp']} pixels, {t['rk']}-deep shared-memory "
@@ -179,9 +183,7 @@ RECORDS = [
     register(standard("depthwise", TARGET, hooks=CudaHooks(
         lower_depthwise, estimate_depthwise, error_float32, lambda cs: "one output per thread, window unrolled"))),
     *(register(standard(f"winograd{m}", TARGET, hooks=CudaHooks(
-        lower_winograd(m), estimate_winograd(m), error_transform(m),
-        lambda cs, m=m: f"Winograd F({m}x{m},3x3): input transform, {(m + 2) ** 2} batched GEMMs, output transform "
-                        "with the epilogue"))) for m in (2, 4)),
+        lower_winograd(m), estimate_winograd(m), error_transform(m), describe_winograd(m)))) for m in (2, 4)),
 ]
 
 
@@ -194,13 +196,11 @@ class CudaConvChooser(CpuConvChooser):
     def __init__(self, target: Any, max_error: float, algorithms: str | Sequence[str] | Mapping[str, str] | None,
                  db: Any, threads: int = 1, runtime_weights: bool = False) -> None:
         super().__init__(target, max_error, algorithms, db, threads, runtime_weights=runtime_weights)
-        self.gpu = GpuModel.of(target.arch)
-
-    def prepare(self, graph: Any, params: Mapping[str, np.ndarray]) -> None:
-        super().prepare(graph, params)
+        self.arch: str = target.arch
+        self.gpu = GpuModel.of(self.arch)
 
     def key(self, cs: ConvShape) -> TuningKey:
-        return TuningKey.for_target(f"{cs.signature()} cuda", self.target.arch, "")
+        return TuningKey.for_target(f"{cs.signature()} cuda", self.arch, "")
 
     def _estimate(self, rec: Any, cs: ConvShape, wws: float | None, runtime: bool) -> float:
         return float(rec.hooks.estimate(cs, self.gpu))

@@ -71,7 +71,7 @@ class Family:
     name: str
     compute: Compute
     schedule: Schedule
-    flops: Callable[[KernelSpec], int] = lambda spec: 0
+    flops: Callable[[KernelSpec], int] = field(default=lambda spec: 0)
     doc: str = ""
 
 
@@ -153,6 +153,11 @@ def activation(step: EpilogueStep, v: Any) -> Any:
         smooth = (tirx.max(bv, f32(0)) + tirx.log1p(tirx.exp(f32(0) - tirx.abs(bv)))) / f32(a.beta)
         return tirx.if_then_else(bv > f32(a.threshold), v, smooth)
     raise CnnccError(f"internal: activation '{op}' has no CUDA expression")
+
+
+def reader(tensor: Any, *index: Any) -> Callable[[], Any]:
+    """A thunk reading ``tensor[index]`` (a residual operand for :func:`apply_epilogue`)."""
+    return lambda: tensor[index]
 
 
 def apply_epilogue(v: Any, steps: Sequence[EpilogueStep], residuals: Sequence[Callable[[], Any]]) -> Any:

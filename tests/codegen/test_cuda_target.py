@@ -113,7 +113,8 @@ def test_conv_families_equal_the_float64_reference_two_ways() -> None:
     compiled, ref, outs = both_ways(small_convnet(), algorithms="direct")
     algos = compiled.layer_algorithms
     assert algos["dw"] == "depthwise" and algos["grouped"] == "direct" and algos["c3x3"] == "direct"
-    families = {launch.kernel.split("_", 2)[-1].removesuffix("_kernel") for launch in compiled.executable.native.launches}
+    launches = compiled.executable.native.launches
+    families = {launch.kernel.split("_", 2)[-1].removesuffix("_kernel") for launch in launches}
     assert {"conv", "depthwise", "max_pool", "avg_pool", "linear_partial", "linear_reduce", "softmax"} <= families
     for out in outs:
         assert rel_error(out, ref) <= TOL
@@ -242,3 +243,23 @@ def test_cli_compiles_a_cuda_bundle_and_load_says_there_is_no_device(tmp_path: o
 
         with pytest.raises(NoCudaDevice, match="^no CUDA device: "):
             cnncc.load(out)
+
+
+@needs_nvcc
+def test_readme_cuda_section_runs(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's CUDA command (as written, into a temporary folder) and its Python lines run here, without a GPU."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from cnncc.cli import main
+    from cnncc.testing import repo_root
+
+    readme = (repo_root(__file__) / "README.md").read_text()
+    section = readme[readme.index("## NVIDIA GPUs"):readme.index("## Design")]
+    command = shlex.split(re.search(r"```bash\n(.*?)```", section, re.S).group(1).split("#")[0])
+    monkeypatch.chdir(str(tmp_path))
+    assert command[:4] == ["cnncc", "compile", "resnet18", "--target"] and main(command[1:]) == 0
+    manifest = (Path(str(tmp_path)) / "build" / "resnet18-cuda" / "manifest.json").read_text()
+    assert '"arch": "sm_90"' in manifest and '"max_batch": 8' in manifest
+    exec(compile(re.search(r"```python\n(.*?)```", section, re.S).group(1), "README.md", "exec"), {})

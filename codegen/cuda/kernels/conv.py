@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders
+from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders, reader
 
 # geometry: (N, G, Cg, H, W, Kg, R, S, sh, sw, pt, pl, dh, dw, OH, OW)
 
@@ -67,7 +67,7 @@ def _conv_compute(spec: KernelSpec) -> list[Any]:
     acc = te.compute((n_, g_, kg, p_), lambda n, g, k, p: te.sum(a[n, g, rq, p] * wt[g, rq, k], axis=rq), name="acc")
 
     def out(n: Any, g: Any, k: Any, p: Any) -> Any:
-        thunks = [lambda t=t: t[n, g, k, p] for t in res]
+        thunks = [reader(t, n, g, k, p) for t in res]
         return apply_epilogue(acc[n, g, k, p] + b[g * kg + k], spec.epilogue, thunks)
 
     y = te.compute((n_, g_, kg, p_), out, name="y")
@@ -154,7 +154,7 @@ def _dw_compute(spec: KernelSpec) -> list[Any]:
     acc = te.compute((n_, c_, oh, ow), tap, name="acc")
 
     def out(n: Any, c: Any, i: Any, j: Any) -> Any:
-        thunks = [lambda t=t: t[n, c, i, j] for t in res]
+        thunks = [reader(t, n, c, i, j) for t in res]
         return apply_epilogue(acc[n, c, i, j] + b[c], spec.epilogue, thunks)
 
     y = te.compute((n_, c_, oh, ow), out, name="y")

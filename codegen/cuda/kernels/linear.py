@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders
+from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders, reader
 
 THREADS = 128
 
@@ -73,7 +73,7 @@ def _reduce_compute(spec: KernelSpec) -> list[Any]:
     acc = te.compute((n_, o_), lambda n, o: te.sum(part[rs, n, o], axis=rs), name="acc")
 
     def out(n: Any, o: Any) -> Any:
-        return apply_epilogue(acc[n, o] + b[o], spec.epilogue, [lambda t=t: t[n, o] for t in res])
+        return apply_epilogue(acc[n, o] + b[o], spec.epilogue, [reader(t, n, o) for t in res])
 
     y = te.compute((n_, o_), out, name="y")
     return [part, b, *res, y]

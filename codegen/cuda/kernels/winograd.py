@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders
+from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders, reader
 from cnncc.codegen.cuda.kernels.conv import conv_schedule, gemm_schedule
 
 
@@ -134,7 +134,7 @@ def _output_compute(spec: KernelSpec) -> list[Any]:
     acc = te.compute((n_, k_, th * m, tw * m), inverse, name="acc")
 
     def out(n: Any, k: Any, i: Any, j: Any) -> Any:
-        return apply_epilogue(acc[n, k, i, j] + b[k], spec.epilogue, [lambda t=t: t[n, k, i, j] for t in res])
+        return apply_epilogue(acc[n, k, i, j] + b[k], spec.epilogue, [reader(t, n, k, i, j) for t in res])
 
     y = te.compute((n_, k_, oh, ow), out, name="y")
     return [mm, b, *res, y]
@@ -159,16 +159,20 @@ def _output_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
         sch.unroll(loop)
 
 
+def _no_flops(spec: KernelSpec) -> int:
+    return 0  # the transforms' few additions are not counted (the convolution's work is the GEMM's)
+
+
 def _flops(spec: KernelSpec) -> int:
     e, c, k, t = spec.geometry
     return 2 * e * c * k * t
 
 
-WINO_INPUT = family(Family("wino_input", _input_compute, _input_schedule, lambda s: 0,
+WINO_INPUT = family(Family("wino_input", _input_compute, _input_schedule, _no_flops,
                            "one (channel, tile) per thread: B^T d B with constant coefficients"))
 WINO_GEMM = family(Family("wino_gemm", _gemm_compute, _gemm_schedule, _flops,
                           "alpha^2 GEMMs, shared-memory and register tiles as conv"))
-WINO_OUTPUT = family(Family("wino_output", _output_compute, _output_schedule, lambda s: 0,
+WINO_OUTPUT = family(Family("wino_output", _output_compute, _output_schedule, _no_flops,
                             "one m x m output tile per thread: A^T M A, bias and epilogue"))
 
 
