@@ -38,8 +38,23 @@ def tvm_module() -> Any:
     return tvm
 
 
+def find_nvcc() -> str | None:
+    """:func:`nvcc_path`, or None where there is no nvcc (the tests skip then)."""
+    try:
+        return nvcc_path()
+    except CnnccError:
+        return None
+
+
 def nvcc_path() -> str:
-    """``nvcc`` from ``$CUDA_HOME/bin``, ``PATH`` or ``/usr/local/cuda/bin``; a clear error if there is none."""
+    """``nvcc``: ``$CNNCC_NVCC`` if set (and then only it), else from ``$CUDA_HOME/bin``, ``PATH`` or
+    ``/usr/local/cuda/bin``; a clear error if there is none."""
+    if os.environ.get("CNNCC_NVCC"):
+        chosen = os.environ["CNNCC_NVCC"]
+        if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+            raise CnnccError(f"the CUDA target needs nvcc to build its kernels: $CNNCC_NVCC={chosen} is not an "
+                             "executable file")
+        return chosen
     candidates = [os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")] if os.environ.get("CUDA_HOME") else []
     found = shutil.which("nvcc")
     candidates += [found] if found else []

@@ -20,6 +20,7 @@ import cnncc
 import cnncc.frontend as nn
 from cnncc.bundle_format import STATUS, read_weights
 from cnncc.codegen.cuda import bundle as cuda_bundle
+from cnncc.codegen.cuda.build import find_nvcc
 from cnncc.codegen.cuda.bundle import CudaBundleFiles, find_toolkit, write_cuda_bundle
 from cnncc.errors import CnnccError
 from cnncc.executable import CompileStats, Executable
@@ -41,7 +42,7 @@ extern "C" __global__ void relu(const float *__restrict__ t, float *__restrict__
   if (i < N) y[i] = t[i] > 0.f ? t[i] : 0.f;
 }
 """
-NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+NVCC = find_nvcc()  # $CNNCC_NVCC, $CUDA_HOME/bin, PATH or /usr/local/cuda/bin
 CC = shutil.which("cc") or shutil.which("gcc")
 CUDA_H = Path("/usr/local/cuda/include/cuda.h")
 needs_cuda_h = pytest.mark.skipif(not CUDA_H.exists() or CC is None, reason="needs <cuda.h> and a C compiler")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import cnncc.frontend as nn
+from cnncc.codegen.cuda.build import find_nvcc
 from cnncc.errors import CnnccError, InputError
 from cnncc.executable import CompileStats, Executable
 from cnncc.launch_plan import CudaCode, IOSlot, KernelArg, Launch
@@ -37,7 +38,7 @@ extern "C" __global__ void relu(const float *__restrict__ t, float *__restrict__
   if (i < N) y[i] = t[i] > 0.f ? t[i] : 0.f;
 }
 """
-NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+NVCC = find_nvcc()  # $CNNCC_NVCC, $CUDA_HOME/bin, PATH or /usr/local/cuda/bin
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed (needed to build the test fat binary)")
 
 
