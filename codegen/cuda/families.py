@@ -172,8 +172,9 @@ def apply_epilogue(v: Any, steps: Sequence[EpilogueStep], residuals: Sequence[Ca
     return v
 
 
-def flat_threads(sch: Any, block: Any, dims: Dims, threads: int = 256) -> None:
-    """The simplest schedule: every loop of ``block`` fused, one output per thread, ``threads`` per block."""
+def flat_threads(sch: Any, block: Any, dims: Dims, threads: int = 256) -> Any:
+    """The simplest schedule: every loop of ``block`` fused, one output per thread, ``threads`` per block; returns
+    the thread loop."""
     loops = sch.get_loops(block)
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     extent = int(sch.get(fused).extent)
@@ -181,3 +182,16 @@ def flat_threads(sch: Any, block: Any, dims: Dims, threads: int = 256) -> None:
     bx, tx_loop = sch.split(fused, [None, tx])
     dims.bind(sch, bx, "blockIdx.x")
     dims.bind(sch, tx_loop, "threadIdx.x")
+    return tx_loop
+
+
+def reduce_per_thread(sch: Any, dims: Dims, threads: int = 256, unroll: int = 0) -> None:
+    """One output of block ``y`` per thread, its reduction ``acc`` in a register under the thread loop (the last
+    ``unroll`` reduction loops unrolled): pooling, depthwise convolution, the sums of split linear layers."""
+    acc = sch.get_sblock("acc")
+    tx = flat_threads(sch, sch.get_sblock("y"), dims, threads)
+    sch.compute_at(acc, tx)
+    sch.set_scope(acc, 0, "local")
+    if unroll:
+        for loop in sch.get_loops(acc)[-unroll:]:
+            sch.unroll(loop)

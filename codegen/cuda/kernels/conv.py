@@ -19,7 +19,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders, reader
+from cnncc.codegen.cuda.families import (
+    Dims,
+    Family,
+    KernelSpec,
+    apply_epilogue,
+    f32,
+    family,
+    placeholders,
+    reader,
+    reduce_per_thread,
+)
 
 # geometry: (N, G, Cg, H, W, Kg, R, S, sh, sw, pt, pl, dh, dw, OH, OW)
 
@@ -162,15 +172,7 @@ def _dw_compute(spec: KernelSpec) -> list[Any]:
 
 
 def _dw_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
-    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
-    fused = sch.fuse(*sch.get_loops(y))
-    bx, tx = sch.split(fused, [None, min(256, int(sch.get(fused).extent))])
-    dims.bind(sch, bx, "blockIdx.x")
-    dims.bind(sch, tx, "threadIdx.x")
-    sch.compute_at(acc, tx)
-    sch.set_scope(acc, 0, "local")
-    for loop in sch.get_loops(acc)[-2:]:
-        sch.unroll(loop)
+    reduce_per_thread(sch, dims, unroll=2)
 
 
 def _dw_flops(spec: KernelSpec) -> int:

@@ -15,7 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, apply_epilogue, f32, family, placeholders, reader
+from cnncc.codegen.cuda.families import (
+    Dims,
+    Family,
+    KernelSpec,
+    apply_epilogue,
+    f32,
+    family,
+    placeholders,
+    reader,
+    reduce_per_thread,
+)
 
 THREADS = 128
 
@@ -80,13 +90,7 @@ def _reduce_compute(spec: KernelSpec) -> list[Any]:
 
 
 def _reduce_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
-    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
-    fused = sch.fuse(*sch.get_loops(y))
-    bx, tx = sch.split(fused, [None, min(256, int(sch.get(fused).extent))])
-    dims.bind(sch, bx, "blockIdx.x")
-    dims.bind(sch, tx, "threadIdx.x")
-    sch.compute_at(acc, tx)
-    sch.set_scope(acc, 0, "local")
+    reduce_per_thread(sch, dims)
 
 
 LINEAR_PARTIAL = family(Family("linear_partial", _partial_compute, _partial_schedule,

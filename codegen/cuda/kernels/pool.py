@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, f32, family, placeholders
+from cnncc.codegen.cuda.families import Dims, Family, KernelSpec, f32, family, placeholders, reduce_per_thread
 
 # max_pool geometry: (N, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
 # avg_pool geometry: (N, C, H, W, kh, kw, sh, sw, pt, pb, pl, pr, count_include_pad, OH, OW)
@@ -57,13 +57,7 @@ def _avg_compute(spec: KernelSpec) -> list[Any]:
 
 
 def _window_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
-    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
-    fused = sch.fuse(*sch.get_loops(y))
-    bx, tx = sch.split(fused, [None, min(256, int(sch.get(fused).extent))])
-    dims.bind(sch, bx, "blockIdx.x")
-    dims.bind(sch, tx, "threadIdx.x")
-    sch.compute_at(acc, tx)
-    sch.set_scope(acc, 0, "local")
+    reduce_per_thread(sch, dims)
 
 
 def _window_flops(spec: KernelSpec) -> int:
@@ -90,13 +84,7 @@ def _gap_compute(spec: KernelSpec) -> list[Any]:
 
 
 def _gap_schedule(sch: Any, spec: KernelSpec, dims: Dims) -> None:
-    acc, y = sch.get_sblock("acc"), sch.get_sblock("y")
-    fused = sch.fuse(*sch.get_loops(y))
-    bx, tx = sch.split(fused, [None, min(128, int(sch.get(fused).extent))])
-    dims.bind(sch, bx, "blockIdx.x")
-    dims.bind(sch, tx, "threadIdx.x")
-    sch.compute_at(acc, tx)
-    sch.set_scope(acc, 0, "local")
+    reduce_per_thread(sch, dims, 128)
 
 
 GLOBAL_AVG_POOL = family(Family("global_avg_pool", _gap_compute, _gap_schedule,
