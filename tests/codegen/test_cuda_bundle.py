@@ -11,69 +11,43 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import cnncc
-import cnncc.frontend as nn
 from cnncc.bundle_format import STATUS, read_weights
 from cnncc.codegen.cuda import bundle as cuda_bundle
 from cnncc.codegen.cuda.build import find_nvcc
 from cnncc.codegen.cuda.bundle import CudaBundleFiles, find_toolkit, write_cuda_bundle
 from cnncc.errors import CnnccError
-from cnncc.executable import CompileStats, Executable
-from cnncc.launch_plan import CudaCode, IOSlot, KernelArg, Launch
-from cnncc.program import Program
-from cnncc.runtime.cuda import CudaBundle, Driver, NoCudaDevice, code_from_manifest
+from cnncc.executable import Executable
+from cnncc.runtime.cuda import CudaBundle, NoCudaDevice, code_from_manifest
+from cnncc.testing.cuda_tiny import (
+    BATCH,
+    NBYTES,
+    SAMPLE,
+    N,
+    build_fatbin,
+    has_gpu,
+    reference,
+    tiny_code,
+    tiny_executable,
+)
 
-BATCH, SAMPLE = 4, 32
-N = BATCH * SAMPLE
-NBYTES = 4 * N
 CODES = {name: code for code, name in STATUS.items()}
-KERNELS = f"#define N {N}\n#define SAMPLE {SAMPLE}\n" + r"""
-extern "C" __global__ void scale(const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ t) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < N) t[i] = x[i] * w[i % SAMPLE];
-}
-extern "C" __global__ void relu(const float *__restrict__ t, float *__restrict__ y) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < N) y[i] = t[i] > 0.f ? t[i] : 0.f;
-}
-"""
 NVCC = find_nvcc()  # $CNNCC_NVCC, $CUDA_HOME/bin, PATH or /usr/local/cuda/bin
 CC = shutil.which("cc") or shutil.which("gcc")
 CUDA_H = Path("/usr/local/cuda/include/cuda.h")
 needs_cuda_h = pytest.mark.skipif(not CUDA_H.exists() or CC is None, reason="needs <cuda.h> and a C compiler")
 
 
-def _has_gpu() -> bool:
-    try:
-        Driver()
-    except CnnccError:
-        return False
-    return True
-
-
-HAS_GPU = _has_gpu()
+HAS_GPU = has_gpu()
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device (libcuda.so.1 and a GPU are needed)")
 
 
-def tiny_executable(fatbin: bytes, weights: np.ndarray) -> Executable:
-    scale = Launch("scale", (1, 1, 1), (N, 1, 1), (KernelArg("arena", NBYTES, NBYTES), KernelArg("weights", 0, 128),
-                                                  KernelArg("arena", 0, NBYTES)), layer="scale", flops=2 * N)
-    relu = Launch("relu", (2, 1, 1), (N // 2, 1, 1), (KernelArg("arena", 0, NBYTES),
-                                                      KernelArg("arena", 2 * NBYTES, NBYTES)), layer="act", flops=N)
-    code = CudaCode(arch="sm_90", fatbin=fatbin, source=KERNELS, launches=[scale, relu], arena_bytes=3 * NBYTES,
-                    weights=weights.tobytes(), inputs=[IOSlot("input", NBYTES, NBYTES)],
-                    outputs=[IOSlot("output", 2 * NBYTES, NBYTES)], ptxas={"scale": {"registers": 8, "spill": 0}})
-    graph = nn.Sequential([nn.ReLU(name="act")], input_shape=(2, 4, 4), name="Tiny-CUDA").graph(BATCH)
-    program = Program(name=graph.name, batch=BATCH, weights=code.weights, arena_bytes=code.arena_bytes,
-                      batched_outputs=[True], algorithms={"act": "none"})
-    return Executable(graph=graph, program=program, target=SimpleNamespace(kind="cuda", arch="sm_90"), native=code,
-                      entry=0, profiled_entry=0, threads=1, stats=CompileStats(), prepare_threads=lambda n: None,
-                      description="CUDA sm_90 (hand-written test kernels)")
+def tiny_bundle_executable(fatbin: bytes, weights: np.ndarray) -> Executable:
+    return tiny_executable(tiny_code(fatbin, weights), name="Tiny-CUDA", algorithms={"act": "none"})
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +59,12 @@ def weights() -> np.ndarray:
 def fatbin(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     if NVCC is None:
         pytest.skip("nvcc is not installed (needed to build the test fat binary)")
-    d = tmp_path_factory.mktemp("kernels")
-    (d / "k.cu").write_text(KERNELS)
-    subprocess.run([NVCC, "-fatbin", "-gencode", "arch=compute_90,code=sm_90", "-gencode",
-                    "arch=compute_90,code=compute_90", str(d / "k.cu"), "-o", str(d / "k.fatbin")], check=True)
-    return (d / "k.fatbin").read_bytes()
+    return build_fatbin(NVCC, tmp_path_factory.mktemp("kernels"))
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory, fatbin: bytes, weights: np.ndarray) -> CudaBundleFiles:
-    return write_cuda_bundle(tiny_executable(fatbin, weights), tmp_path_factory.mktemp("bundle") / "tiny")
-
-
-def reference(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.maximum(x * weights.reshape(2, 4, 4), 0)
+    return write_cuda_bundle(tiny_bundle_executable(fatbin, weights), tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 # -- without a GPU --------------------------------------------------------------------------------------------------
@@ -109,7 +75,7 @@ def test_writes_every_file(bundle: CudaBundleFiles, fatbin: bytes, weights: np.n
     for f in (f"{name}.fatbin", f"{name}.weights", f"{name}.h", f"{name}_plan.c", "cuda_runtime.c", "manifest.json"):
         assert (d / f).is_file(), f
     assert (d / f"{name}.fatbin").read_bytes() == fatbin
-    ex = tiny_executable(fatbin, weights)
+    ex = tiny_bundle_executable(fatbin, weights)
     assert read_weights(bundle.weights, ex.graph.hash()) == weights.tobytes()
     assert f"int {name}_create(const char *bundle_dir_or_weights_path, {name}_model **model);" in \
         bundle.header.read_text()
@@ -118,7 +84,7 @@ def test_writes_every_file(bundle: CudaBundleFiles, fatbin: bytes, weights: np.n
 
 def test_manifest_round_trips(bundle: CudaBundleFiles, fatbin: bytes, weights: np.ndarray) -> None:
     m = json.loads(bundle.manifest.read_text())
-    ex = tiny_executable(fatbin, weights)
+    ex = tiny_bundle_executable(fatbin, weights)
     code = ex.native
     assert (m["format"], m["kind"], m["target"], m["max_batch"]) == ("cnncc-bundle", "inference",
                                                                      {"kind": "cuda", "arch": "sm_90"}, BATCH)
@@ -135,14 +101,14 @@ def test_manifest_round_trips(bundle: CudaBundleFiles, fatbin: bytes, weights: n
 def test_without_toolkit_writes_sources_and_says_how_to_build(tmp_path: Path, fatbin: bytes, weights: np.ndarray,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cuda_bundle, "find_toolkit", lambda *a: None)
-    files = write_cuda_bundle(tiny_executable(fatbin, weights), tmp_path, name="t", algorithms={"act": "why"})
+    files = write_cuda_bundle(tiny_bundle_executable(fatbin, weights), tmp_path, name="t", algorithms={"act": "why"})
     assert files.library is None and json.loads(files.manifest.read_text())["library"] is None
     assert any("libt.so was not built" in w and "build it with" in w for w in files.warnings)
     assert json.loads(files.manifest.read_text())["algorithms"] == {"act": "why"}
 
 
 def test_refuses_bad_plans(tmp_path: Path, fatbin: bytes, weights: np.ndarray) -> None:
-    ex = tiny_executable(fatbin, weights)
+    ex = tiny_bundle_executable(fatbin, weights)
     with pytest.raises(CnnccError, match="needs an executable built for CUDA"):
         write_cuda_bundle(dataclasses.replace(ex, native=object()), tmp_path)
     bad = dataclasses.replace(ex.native, launches=[dataclasses.replace(ex.native.launches[0], block=(4096, 1, 1))])
@@ -163,7 +129,7 @@ def test_load_raises_no_cuda_device_here(bundle: CudaBundleFiles) -> None:
 
 
 def test_load_checks_files_first(tmp_path: Path, fatbin: bytes, weights: np.ndarray) -> None:
-    files = write_cuda_bundle(tiny_executable(fatbin, weights), tmp_path)
+    files = write_cuda_bundle(tiny_bundle_executable(fatbin, weights), tmp_path)
     data = bytearray(files.weights.read_bytes())
     data[-1] ^= 1
     files.weights.write_bytes(bytes(data))
@@ -230,7 +196,7 @@ def c_bundle(tmp_path_factory: pytest.TempPathFactory, fatbin: bytes, weights: n
     if not CUDA_H.exists() or CC is None:
         pytest.skip("needs <cuda.h> and a C compiler")
     d = tmp_path_factory.mktemp("cbundle")
-    ex = tiny_executable(fatbin, weights)
+    ex = tiny_bundle_executable(fatbin, weights)
     first = write_cuda_bundle(ex, d / "bundle", cuda_home="/usr/local/cuda", cuda_lib_dir=d / "none")
     obj = d / "plan.o"
     subprocess.run([CC, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-c", f"-I{first.directory}",

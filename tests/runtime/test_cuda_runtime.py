@@ -11,77 +11,31 @@ import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-import cnncc.frontend as nn
 from cnncc.codegen.cuda.build import find_nvcc
 from cnncc.errors import CnnccError, InputError
-from cnncc.executable import CompileStats, Executable
-from cnncc.launch_plan import CudaCode, IOSlot, KernelArg, Launch
-from cnncc.program import Program
+from cnncc.launch_plan import CudaCode, IOSlot, KernelArg
 from cnncc.runtime.compiled import KernelTiming
 from cnncc.runtime.cuda import CudaModel, Driver, NoCudaDevice
+from cnncc.testing.cuda_tiny import (
+    BATCH,
+    NBYTES,
+    SAMPLE,
+    N,
+    build_fatbin,
+    has_gpu,
+    reference,
+    tiny_code,
+    tiny_executable,
+)
 
-BATCH, SAMPLE = 4, 32  # images, floats per image (2x4x4)
-N = BATCH * SAMPLE
-NBYTES = 4 * N
-KERNELS = f"#define N {N}\n#define SAMPLE {SAMPLE}\n" + r"""
-extern "C" __global__ void scale(const float *__restrict__ x, const float *__restrict__ w, float *__restrict__ t) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < N) t[i] = x[i] * w[i % SAMPLE];
-}
-extern "C" __global__ void relu(const float *__restrict__ t, float *__restrict__ y) {
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < N) y[i] = t[i] > 0.f ? t[i] : 0.f;
-}
-"""
 NVCC = find_nvcc()  # $CNNCC_NVCC, $CUDA_HOME/bin, PATH or /usr/local/cuda/bin
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed (needed to build the test fat binary)")
-
-
-def _has_gpu() -> bool:
-    try:
-        Driver()
-    except CnnccError:
-        return False
-    return True
-
-
-HAS_GPU = _has_gpu()
+HAS_GPU = has_gpu()
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device (libcuda.so.1 and a GPU are needed)")
-
-
-def build_fatbin(directory: Path) -> bytes:
-    src = directory / "kernels.cu"
-    src.write_text(KERNELS)
-    out = directory / "kernels.fatbin"
-    subprocess.run([str(NVCC), "-fatbin", "-gencode", "arch=compute_90,code=sm_90", "-gencode",
-                    "arch=compute_90,code=compute_90", str(src), "-o", str(out)], check=True, capture_output=True)
-    return out.read_bytes()
-
-
-def tiny_code(fatbin: bytes, weights: np.ndarray) -> CudaCode:
-    """Arena: t at 0, the input at NBYTES, the output at 2 * NBYTES."""
-    scale = Launch("scale", (1, 1, 1), (N, 1, 1), (KernelArg("arena", NBYTES, NBYTES), KernelArg("weights", 0, 128),
-                                                  KernelArg("arena", 0, NBYTES)), layer="scale", flops=2 * N)
-    relu = Launch("relu", (2, 1, 1), (N // 2, 1, 1), (KernelArg("arena", 0, NBYTES),
-                                                      KernelArg("arena", 2 * NBYTES, NBYTES)), layer="act", flops=N)
-    return CudaCode(arch="sm_90", fatbin=fatbin, source=KERNELS, launches=[scale, relu], arena_bytes=3 * NBYTES,
-                    weights=weights.tobytes(), inputs=[IOSlot("input", NBYTES, NBYTES)],
-                    outputs=[IOSlot("output", 2 * NBYTES, NBYTES)], ptxas={"scale": {"registers": 8}})
-
-
-def tiny_executable(code: CudaCode) -> Executable:
-    model = nn.Sequential([nn.ReLU(name="act")], input_shape=(2, 4, 4), name="tiny_cuda")
-    graph = model.graph(BATCH)
-    program = Program(name=graph.name, batch=BATCH, weights=code.weights, arena_bytes=code.arena_bytes,
-                      batched_outputs=[True], algorithms={})
-    return Executable(graph=graph, program=program, target=SimpleNamespace(kind="cuda", arch=code.arch),
-                      native=code, entry=0, profiled_entry=0, threads=1, stats=CompileStats(),
-                      prepare_threads=lambda n: None, description="CUDA sm_90 (hand-written test kernels)")
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +47,7 @@ def weights() -> np.ndarray:
 def code(tmp_path_factory: pytest.TempPathFactory, weights: np.ndarray) -> CudaCode:
     if NVCC is None:
         pytest.skip("nvcc is not installed (needed to build the test fat binary)")
-    return tiny_code(build_fatbin(tmp_path_factory.mktemp("cuda")), weights)
-
-
-def reference(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.maximum(x * weights.reshape(2, 4, 4), 0)
+    return tiny_code(build_fatbin(NVCC, tmp_path_factory.mktemp("cuda")), weights)
 
 
 FAKE_DRIVER = r"""
