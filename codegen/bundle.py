@@ -193,6 +193,16 @@ def config_header(name: str, compiled: Executable, graph_hash: str, required: li
     ])
 
 
+def header_prologue(guard: str, docs: dict[str, str]) -> list[str]:
+    """The lines every bundle header (CPU or CUDA) opens with after its comment: the include guard, C++ linkage
+    and the status codes with the target's ``docs`` for each."""
+    lines = [f"#ifndef {guard}", f"#define {guard}", "", "#include <stddef.h>", "#include <stdint.h>", "",
+             "#ifdef __cplusplus", 'extern "C" {', "#endif", "", "#ifndef CNNCC_STATUS_CODES",
+             "#define CNNCC_STATUS_CODES", "/* Status codes, the same in every cnncc bundle. */", "enum cnncc_status {"]
+    lines += [f"    {sym} = {code},".ljust(32) + f"/* {docs[sym]} */" for code, sym in STATUS.items()]
+    return [*lines, "};", "#endif", ""]
+
+
 def public_header(name: str, compiled: Executable, graph_hash: str) -> str:
     """``<name>.h``: the bundle's documented C API."""
     up = name.upper()
@@ -217,24 +227,7 @@ def public_header(name: str, compiled: Executable, graph_hash: str) -> str:
         f" * {name}_run_with_arena to run one model from several threads (inference bundles only: a training step",
         " * updates the weights).",
         " */",
-        f"#ifndef CNNCC_BUNDLE_{up}_H",
-        f"#define CNNCC_BUNDLE_{up}_H",
-        "",
-        "#include <stddef.h>",
-        "#include <stdint.h>",
-        "",
-        "#ifdef __cplusplus",
-        'extern "C" {',
-        "#endif",
-        "",
-        "#ifndef CNNCC_STATUS_CODES",
-        "#define CNNCC_STATUS_CODES",
-        "/* Status codes, the same in every cnncc bundle. */",
-        "enum cnncc_status {",
-    ]
-    for code, sym in STATUS.items():
-        lines.append(f"    {sym} = {code},".ljust(32) + f"/* {STATUS_DOC[sym]} */")
-    lines += ["};", "#endif", "",
+        *header_prologue(f"CNNCC_BUNDLE_{up}_H", STATUS_DOC),
               f'#define {up}_GRAPH_HASH "{graph_hash}"',
               f'#define {up}_TARGET_CPU "{compiled.target.cpu}"',
               f"#define {up}_MAX_BATCH {compiled.max_batch}".ljust(48) + "/* largest batch a call may pass */",

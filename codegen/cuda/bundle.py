@@ -29,8 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cnncc.bundle_format import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, STATUS, write_weights
-from cnncc.codegen.bundle import c_name
+from cnncc.bundle_format import MANIFEST, MANIFEST_FORMAT, MANIFEST_VERSION, write_weights
+from cnncc.codegen.bundle import c_name, header_prologue
 from cnncc.errors import CnnccError
 from cnncc.executable import Executable, TensorSpec
 from cnncc.launch_plan import REGIONS, CudaCode, IOSlot
@@ -273,24 +273,7 @@ def public_header(name: str, executable: Executable, code: CudaCode, graph_hash:
         " * back. One model runs one call at a time. Every function returns a status code instead of crashing on bad",
         f" * arguments; {name}_last_error() says what went wrong.",
         " */",
-        f"#ifndef CNNCC_CUDA_BUNDLE_{up}_H",
-        f"#define CNNCC_CUDA_BUNDLE_{up}_H",
-        "",
-        "#include <stddef.h>",
-        "#include <stdint.h>",
-        "",
-        "#ifdef __cplusplus",
-        'extern "C" {',
-        "#endif",
-        "",
-        "#ifndef CNNCC_STATUS_CODES",
-        "#define CNNCC_STATUS_CODES",
-        "/* Status codes, the same in every cnncc bundle. */",
-        "enum cnncc_status {",
-    ]
-    for status, sym in STATUS.items():
-        lines.append(f"    {sym} = {status},".ljust(32) + f"/* {STATUS_DOC[sym]} */")
-    lines += ["};", "#endif", "",
+        *header_prologue(f"CNNCC_CUDA_BUNDLE_{up}_H", STATUS_DOC),
               f'#define {up}_GRAPH_HASH "{graph_hash}"',
               f'#define {up}_CUDA_ARCH "{code.arch}"',
               f"#define {up}_MAX_BATCH {executable.max_batch}".ljust(48) + "/* largest batch a call may pass */",
